@@ -15,6 +15,7 @@ from gateway.translate.response import BackendProtocolError, new_id
 from gateway.translate.tokens import TokenDataError, TokenInfo, extract_token_info
 from gateway.upstream import Backend, ContextLengthExceeded
 
+
 class _ResponseIds(TypedDict):
     response_id: str
     created_at: int

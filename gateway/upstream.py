@@ -62,7 +62,9 @@ def decode_backend_error(status: int, body: bytes) -> GatewayError:
     if is_context_length_error(status, message):
         return ContextLengthExceeded(message)
     if status >= 500:
-        return server_error(status, f"Backend error: {message}")
+        # The gateway itself is fine: report a backend failure as a bad gateway, keeping
+        # "unavailable" and "timed out" as they are.
+        return server_error(status if status in (503, 504) else 502, f"Backend error: {message}")
     codes = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
     return GatewayError(status, message, param=param, code=codes.get(status))
 

@@ -18,7 +18,10 @@ from gateway.config import ConfigError, model_server_config
 def main() -> int:
     raw = os.environ.get("NEMO_GYM_CONFIG_DICT")
     if raw is None:
-        print("app.py: set NEMO_GYM_CONFIG_DICT (or use `gateway serve --config FILE`)", file=sys.stderr)
+        print(
+            "app.py: set NEMO_GYM_CONFIG_DICT (or use `gateway serve --config FILE`)",
+            file=sys.stderr,
+        )
         return 2
     merged = OmegaConf.create(raw)
     assert isinstance(merged, DictConfig)

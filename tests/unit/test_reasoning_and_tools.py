@@ -44,7 +44,11 @@ def test_split_think(text, reasoning, rest, truncated):
         ),
         ("x<tool_call>not json</tool_call>", "x<tool_call>not json</tool_call>", []),
         ('<tool_call>{"name": "f"', '<tool_call>{"name": "f"', []),
-        ('<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"arguments": {}}</tool_call>', []),
+        (
+            '<tool_call>{"arguments": {}}</tool_call>',
+            '<tool_call>{"arguments": {}}</tool_call>',
+            [],
+        ),
     ],
 )
 def test_split_hermes(text, rest, calls):

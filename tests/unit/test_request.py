@@ -35,7 +35,11 @@ MESSAGE_CASES = [
                 "role": "user",
                 "content": [
                     {"type": "input_text", "text": "look"},
-                    {"type": "input_image", "image_url": "data:image/png;base64,AA", "detail": "low"},
+                    {
+                        "type": "input_image",
+                        "image_url": "data:image/png;base64,AA",
+                        "detail": "low",
+                    },
                 ],
             }
         ],
@@ -45,7 +49,10 @@ MESSAGE_CASES = [
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "look"},
-                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,AA", "detail": "low"},
+                    },
                 ],
             }
         ],
@@ -72,7 +79,10 @@ MESSAGE_CASES = [
             {
                 "id": "rs_1",
                 "type": "reasoning",
-                "summary": [{"type": "summary_text", "text": "A"}, {"type": "summary_text", "text": "B"}],
+                "summary": [
+                    {"type": "summary_text", "text": "A"},
+                    {"type": "summary_text", "text": "B"},
+                ],
                 "content": None,
                 "encrypted_content": None,
                 "status": None,
@@ -87,10 +97,21 @@ MESSAGE_CASES = [
                     {"type": "output_text", "text": "check.", "annotations": []},
                 ],
             },
-            {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "w", "arguments": "{}", "status": "completed"},
+            {
+                "type": "function_call",
+                "id": "fc_1",
+                "call_id": "c1",
+                "name": "w",
+                "arguments": "{}",
+                "status": "completed",
+            },
             {"type": "function_call", "call_id": "c2", "name": "w", "arguments": '{"a":1}'},
             {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
-            {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "rain"}]},
+            {
+                "type": "function_call_output",
+                "call_id": "c2",
+                "output": [{"type": "input_text", "text": "rain"}],
+            },
         ],
         None,
         [
@@ -100,7 +121,11 @@ MESSAGE_CASES = [
                 "content": "Let me check.",
                 "tool_calls": [
                     {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}},
-                    {"id": "c2", "type": "function", "function": {"name": "w", "arguments": '{"a":1}'}},
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"a":1}'},
+                    },
                 ],
                 "reasoning": "A\n\nB",
             },
@@ -127,14 +152,22 @@ MESSAGE_CASES = [
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
                 "reasoning": "raw",
             },
         ],
     ),
     # refusal parts replay as text
     (
-        [{"type": "message", "role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}],
+        [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "refusal", "refusal": "no"}],
+            }
+        ],
         None,
         [{"role": "assistant", "content": "no"}],
     ),
@@ -156,7 +189,11 @@ def test_developer_role_replaced_and_reasoning_field_choice():
         {"type": "reasoning", "id": "r", "summary": [{"type": "summary_text", "text": "R"}]},
         {"role": "assistant", "content": "a"},
     ]
-    out = chat({"input": items}, replace_developer_role_with_system=True, reasoning_field="reasoning_content")
+    out = chat(
+        {"input": items},
+        replace_developer_role_with_system=True,
+        reasoning_field="reasoning_content",
+    )
     assert out["messages"][1] == {"role": "system", "content": "d"}
     assert out["messages"][2] == {"role": "assistant", "content": "a", "reasoning_content": "R"}
     both = chat({"input": items}, reasoning_field="both")["messages"][2]
@@ -174,12 +211,25 @@ def test_parameters():
         "temperature": 0.2,
         "top_p": 0.9,
         "tools": [
-            {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True},
+            {
+                "type": "function",
+                "name": "f",
+                "description": "d",
+                "parameters": {"type": "object"},
+                "strict": True,
+            },
             {"type": "function", "name": "g", "parameters": None, "strict": None},
         ],
         "tool_choice": {"type": "function", "name": "f"},
         "parallel_tool_calls": False,
-        "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}, "strict": True}},
+        "text": {
+            "format": {
+                "type": "json_schema",
+                "name": "s",
+                "schema": {"type": "object"},
+                "strict": True,
+            }
+        },
         "reasoning": {"effort": "low", "summary": "auto"},
         "top_logprobs": 3,
         "include": ["message.output_text.logprobs"],
@@ -192,7 +242,15 @@ def test_parameters():
     assert out["max_tokens"] == 50
     assert (out["temperature"], out["top_p"]) == (0.2, 0.9)
     assert out["tools"] == [
-        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True}},
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "description": "d",
+                "parameters": {"type": "object"},
+                "strict": True,
+            },
+        },
         {"type": "function", "function": {"name": "g"}},
     ]
     assert out["tool_choice"] == {"type": "function", "function": {"name": "f"}}
@@ -213,7 +271,15 @@ def test_parameters():
     [
         ("required", ["f", "g"], "required"),
         ("none", ["f", "g"], "none"),
-        ({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "g"}]}, ["g"], "required"),
+        (
+            {
+                "type": "allowed_tools",
+                "mode": "required",
+                "tools": [{"type": "function", "name": "g"}],
+            },
+            ["g"],
+            "required",
+        ),
     ],
 )
 def test_tool_choice_forms(tool_choice, expected_tools, expected_choice):
@@ -229,7 +295,9 @@ def test_no_tools_means_no_tool_choice_sent():
 
 
 def test_json_object_and_effort_none():
-    out = chat({"input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}})
+    out = chat(
+        {"input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}}
+    )
     assert out["response_format"] == {"type": "json_object"}
     assert out["chat_template_kwargs"] == {"enable_thinking": False}
     assert "reasoning_effort" not in out
@@ -245,7 +313,10 @@ def test_template_kwargs_extra_body_and_overrides_precedence():
         "input": "x",
         "temperature": 0.7,
         "top_k": 7,
-        "metadata": {"chat_template_kwargs": '{"enable_thinking": false}', "extra_body": '{"seed": 3}'},
+        "metadata": {
+            "chat_template_kwargs": '{"enable_thinking": false}',
+            "extra_body": '{"seed": 3}',
+        },
     }
     out = responses_to_chat(body, c).chat
     assert out["chat_template_kwargs"] == {"enable_thinking": False, "a": 1}
@@ -265,13 +336,24 @@ def test_training_flags():
 def test_token_fields_forwarded_on_assistant_message():
     items = [
         {"role": "user", "content": "q"},
-        {"type": "message", "role": "assistant", "content": "a", "prompt_token_ids": [1, 2],
-         "generation_token_ids": [3], "generation_log_probs": [-0.5]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": "a",
+            "prompt_token_ids": [1, 2],
+            "generation_token_ids": [3],
+            "generation_log_probs": [-0.5],
+        },
         {"role": "user", "content": "q2"},
     ]
     msg = chat({"input": items})["messages"][1]
-    assert msg == {"role": "assistant", "content": "a", "prompt_token_ids": [1, 2],
-                   "generation_token_ids": [3], "generation_log_probs": [-0.5]}
+    assert msg == {
+        "role": "assistant",
+        "content": "a",
+        "prompt_token_ids": [1, 2],
+        "generation_token_ids": [3],
+        "generation_log_probs": [-0.5],
+    }
 
 
 def test_echo_defaults():
@@ -292,32 +374,77 @@ ERROR_CASES = [
     ({"input": 3}, "input", "invalid_type"),
     ({"input": "x", "bogus": 1}, "bogus", "unknown_parameter"),
     ({"input": "x", "conversation": "c"}, "conversation", "unsupported_parameter"),
-    ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id", "unsupported_parameter"),
+    (
+        {"input": "x", "previous_response_id": "resp_1"},
+        "previous_response_id",
+        "unsupported_parameter",
+    ),
     ({"input": "x", "background": True}, "background", "unsupported_parameter"),
     ({"input": "x", "prompt": {"id": "p"}}, "prompt", "unsupported_parameter"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_parameter"),
-    ({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "bad"}]}]},
-     "input[1].content[1].type", "invalid_value"),
+    (
+        {
+            "input": [
+                {"role": "user", "content": "a"},
+                {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "bad"}]},
+            ]
+        },
+        "input[1].content[1].type",
+        "invalid_value",
+    ),
     ({"input": [{"type": "computer_call"}]}, "input[0].type", "invalid_value"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type", "unsupported_parameter"),
     ({"input": [{"role": "wizard", "content": "a"}]}, "input[0].role", "invalid_value"),
-    ({"input": [{"role": "user", "content": "a", "extra": 1}]}, "input[0].extra", "unknown_parameter"),
-    ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input[0].arguments", "invalid_type"),
-    ({"input": [{"type": "reasoning", "id": "r", "summary": [], "encrypted_content": "zz"}]},
-     "input[0].encrypted_content", "unsupported_parameter"),
+    (
+        {"input": [{"role": "user", "content": "a", "extra": 1}]},
+        "input[0].extra",
+        "unknown_parameter",
+    ),
+    (
+        {"input": [{"type": "function_call", "call_id": "c", "name": "f"}]},
+        "input[0].arguments",
+        "invalid_type",
+    ),
+    (
+        {"input": [{"type": "reasoning", "id": "r", "summary": [], "encrypted_content": "zz"}]},
+        "input[0].encrypted_content",
+        "unsupported_parameter",
+    ),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens", "invalid_value"),
     ({"input": "x", "temperature": "hot"}, "temperature", "invalid_type"),
-    ({"input": "x", "include": ["reasoning.encrypted_content"]}, "include[0]", "unsupported_parameter"),
+    (
+        {"input": "x", "include": ["reasoning.encrypted_content"]},
+        "include[0]",
+        "unsupported_parameter",
+    ),
     ({"input": "x", "include": ["nope"]}, "include[0]", "invalid_value"),
     ({"input": "x", "tool_choice": "required"}, "tool_choice", "invalid_value"),
-    ({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}},
-     "tool_choice.name", "invalid_value"),
+    (
+        {
+            "input": "x",
+            "tools": [{"type": "function", "name": "f"}],
+            "tool_choice": {"type": "function", "name": "g"},
+        },
+        "tool_choice.name",
+        "invalid_value",
+    ),
     ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type", "invalid_value"),
-    ({"input": "x", "metadata": {"extra_body": "{not json"}}, "metadata.extra_body", "invalid_value"),
+    (
+        {"input": "x", "metadata": {"extra_body": "{not json"}},
+        "metadata.extra_body",
+        "invalid_value",
+    ),
     ({"input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
     ({"input": "x", "truncation": "auto"}, "truncation", "unsupported_parameter"),
-    ({"input": [{"type": "message", "role": "assistant", "content": "a", "prompt_token_ids": [1]}]},
-     "input[0].generation_token_ids", "invalid_value"),
+    (
+        {
+            "input": [
+                {"type": "message", "role": "assistant", "content": "a", "prompt_token_ids": [1]}
+            ]
+        },
+        "input[0].generation_token_ids",
+        "invalid_value",
+    ),
 ]
 
 

@@ -20,11 +20,21 @@ def completion(message, finish="stop", usage_body=None, logprobs=None, **top):
         "created": 1,
         "model": "served",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", **message}, "logprobs": logprobs,
-             "finish_reason": finish, "stop_reason": None}
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "logprobs": logprobs,
+                "finish_reason": finish,
+                "stop_reason": None,
+            }
         ],
-        "usage": usage_body or {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8,
-                                "prompt_tokens_details": None},
+        "usage": usage_body
+        or {
+            "prompt_tokens": 5,
+            "completion_tokens": 3,
+            "total_tokens": 8,
+            "prompt_tokens_details": None,
+        },
         **top,
     }
 
@@ -55,16 +65,37 @@ CASES = [
     ({"content": None}, {}, [("message", "")]),
     ({"content": "x", "reasoning": "why"}, {}, [("reasoning", ["why"]), ("message", "x")]),
     ({"content": "x", "reasoning_content": "old"}, {}, [("reasoning", ["old"]), ("message", "x")]),
-    ({"content": "<think>a</think>b<think>c</think>d"}, {}, [("reasoning", ["a", "c"]), ("message", "bd")]),
-    ({"content": "<think>a</think>b"}, {"uses_reasoning_parser": False}, [("message", "<think>a</think>b")]),
+    (
+        {"content": "<think>a</think>b<think>c</think>d"},
+        {},
+        [("reasoning", ["a", "c"]), ("message", "bd")],
+    ),
+    (
+        {"content": "<think>a</think>b"},
+        {"uses_reasoning_parser": False},
+        [("message", "<think>a</think>b")],
+    ),
     ({"content": "lone</think>ans"}, {}, [("reasoning", ["lone"]), ("message", "ans")]),
     ({"content": "r", "reasoning": "p"}, {}, [("reasoning", ["p"]), ("message", "r")]),
     (
-        {"content": None, "reasoning": "plan",
-         "tool_calls": [{"id": "chatcmpl-tool-1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}},
-                        {"id": "chatcmpl-tool-2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+        {
+            "content": None,
+            "reasoning": "plan",
+            "tool_calls": [
+                {
+                    "id": "chatcmpl-tool-1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"a": 1}'},
+                },
+                {
+                    "id": "chatcmpl-tool-2",
+                    "type": "function",
+                    "function": {"name": "g", "arguments": "{}"},
+                },
+            ],
+        },
         {},
-        [("reasoning", ["plan"]), ("function_call", "f", "{\"a\": 1}"), ("function_call", "g", "{}")],
+        [("reasoning", ["plan"]), ("function_call", "f", '{"a": 1}'), ("function_call", "g", "{}")],
     ),
     (
         {"content": 'ok<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>'},
@@ -85,16 +116,28 @@ def test_items(message, options, expected):
 
 
 def test_function_call_ids_and_status():
-    comp = completion({"content": None, "tool_calls": [
-        {"id": "chatcmpl-tool-abc", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        finish="tool_calls")
+    comp = completion(
+        {
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "chatcmpl-tool-abc",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": "{}"},
+                }
+            ],
+        },
+        finish="tool_calls",
+    )
     out = translate(comp)
     call = out["output"][0]
     assert call["call_id"] == "chatcmpl-tool-abc" and call["id"].startswith("fc_")
     assert out["status"] == "completed" and call["status"] == "completed"
 
 
-@pytest.mark.parametrize(("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
+@pytest.mark.parametrize(
+    ("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")]
+)
 def test_incomplete(finish, reason):
     out = translate(completion({"content": "cut"}, finish=finish))
     assert out["status"] == "incomplete"
@@ -106,26 +149,49 @@ def test_incomplete(finish, reason):
 def test_reasoning_rendering_modes():
     comp = completion({"content": "x", "reasoning": "r"})
     summary = translate(comp)["output"][0]
-    assert summary["summary"] == [{"type": "summary_text", "text": "r"}] and summary["content"] is None
+    assert (
+        summary["summary"] == [{"type": "summary_text", "text": "r"}] and summary["content"] is None
+    )
     content = translate(comp, cfg(reasoning_output="content"))["output"][0]
-    assert content["summary"] == [] and content["content"] == [{"type": "reasoning_text", "text": "r"}]
+    assert content["summary"] == [] and content["content"] == [
+        {"type": "reasoning_text", "text": "r"}
+    ]
     both = translate(comp, cfg(reasoning_output="both"))["output"][0]
     assert both["summary"][0]["text"] == both["content"][0]["text"] == "r"
 
 
 def test_usage_all_ints():
     assert usage(None)["total_tokens"] == 0
-    u = usage({"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14,
-               "prompt_tokens_details": {"cached_tokens": 6},
-               "completion_tokens_details": {"reasoning_tokens": 2}})
-    assert u == {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 6, "cache_write_tokens": 0},
-                 "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 14}
+    u = usage(
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 6},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        }
+    )
+    assert u == {
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 6, "cache_write_tokens": 0},
+        "output_tokens": 4,
+        "output_tokens_details": {"reasoning_tokens": 2},
+        "total_tokens": 14,
+    }
 
 
 def test_echo_of_request_params():
-    body = {"input": "hi", "instructions": "be brief", "temperature": 0.3, "max_output_tokens": 9,
-            "metadata": {"a": "b"}, "tools": [{"type": "function", "name": "f", "parameters": {}, "strict": True}],
-            "tool_choice": "required", "parallel_tool_calls": False, "user": "u"}
+    body = {
+        "input": "hi",
+        "instructions": "be brief",
+        "temperature": 0.3,
+        "max_output_tokens": 9,
+        "metadata": {"a": "b"},
+        "tools": [{"type": "function", "name": "f", "parameters": {}, "strict": True}],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "user": "u",
+    }
     out = translate(completion({"content": "x"}), body=body)
     assert out["instructions"] == "be brief" and out["temperature"] == 0.3
     assert out["max_output_tokens"] == 9 and out["metadata"] == {"a": "b"}
@@ -138,8 +204,10 @@ def lp(token, logprob):
 
 
 def test_text_logprobs_only_text_tokens():
-    comp = completion({"content": "Hi there", "reasoning": "hmm"},
-                      logprobs={"content": [lp("hm", -1.0), lp("m", -1.0), lp("Hi", -0.1), lp(" there", -0.2)]})
+    comp = completion(
+        {"content": "Hi there", "reasoning": "hmm"},
+        logprobs={"content": [lp("hm", -1.0), lp("m", -1.0), lp("Hi", -0.1), lp(" there", -0.2)]},
+    )
     out = translate(comp, want_logprobs=True)
     tokens = [e["token"] for e in out["output"][1]["content"][0]["logprobs"]]
     assert tokens == ["Hi", " there"]
@@ -155,14 +223,21 @@ def test_token_info_attached_to_last_item():
 
 
 def test_extract_token_info_sources():
-    inline = completion({"content": "x"}, logprobs={"content": [lp("token_id:7", -0.5)]},
-                        prompt_token_ids=[1, 2])
+    inline = completion(
+        {"content": "x"}, logprobs={"content": [lp("token_id:7", -0.5)]}, prompt_token_ids=[1, 2]
+    )
     inline["choices"][0]["token_ids"] = [7]
     assert extract_token_info(inline) == TokenInfo([1, 2], [7], [-0.5])
     from_logprobs = completion({"content": "x"}, logprobs={"content": [lp("token_id:7", -0.5)]})
     assert extract_token_info(from_logprobs) == TokenInfo(None, [7], [-0.5])
-    bundle = completion({"content": "x", "prompt_token_ids": [1], "generation_token_ids": [2],
-                         "generation_log_probs": [-1.0]})
+    bundle = completion(
+        {
+            "content": "x",
+            "prompt_token_ids": [1],
+            "generation_token_ids": [2],
+            "generation_log_probs": [-1.0],
+        }
+    )
     assert extract_token_info(bundle) == TokenInfo([1], [2], [-1.0])
 
 
@@ -172,12 +247,30 @@ def test_extract_token_info_sources():
         completion({"content": "x"}),  # no logprobs at all
         completion({"content": "x", "prompt_token_ids": [1]}),  # partial bundle
         completion({"content": "x"}, logprobs={"content": [lp("a", -0.5)]}),  # no ids anywhere
-        {**completion({"content": "x"}, logprobs={"content": [lp("token_id:7", -0.5)]}),
-         "choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop", "token_ids": [8],
-                      "logprobs": {"content": [lp("token_id:7", -0.5)]}}]},  # disagreeing ids
-        {**completion({"content": "x"}),
-         "choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop", "token_ids": [8, 9],
-                      "logprobs": {"content": [lp("x", -0.5)]}}]},  # length mismatch
+        {
+            **completion({"content": "x"}, logprobs={"content": [lp("token_id:7", -0.5)]}),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"content": "x"},
+                    "finish_reason": "stop",
+                    "token_ids": [8],
+                    "logprobs": {"content": [lp("token_id:7", -0.5)]},
+                }
+            ],
+        },  # disagreeing ids
+        {
+            **completion({"content": "x"}),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"content": "x"},
+                    "finish_reason": "stop",
+                    "token_ids": [8, 9],
+                    "logprobs": {"content": [lp("x", -0.5)]},
+                }
+            ],
+        },  # length mismatch
     ],
 )
 def test_extract_token_info_refuses_to_guess(comp):
@@ -190,6 +283,8 @@ def test_empty_response_is_valid_incomplete():
     echo = responses_to_chat({"input": "hi"}, c).echo
     out = empty_response(c, echo, response_id="resp_e", created_at=1, reason="length")
     validate_response(out)
-    assert out["status"] == "incomplete" and out["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert out["status"] == "incomplete" and out["incomplete_details"] == {
+        "reason": "max_output_tokens"
+    }
     assert [i["type"] for i in out["output"]] == ["message"]
     assert out["output"][0]["content"][0]["text"] == ""
