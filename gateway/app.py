@@ -13,11 +13,11 @@ import orjson
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from gateway import __version__
 from gateway.config import ModelServerConfig
-from gateway.errors import GatewayError, invalid, unsupported
+from gateway.errors import GatewayError, invalid
 from gateway.pipeline import Gateway
 from gateway.routing.pool import BackendPool
 from gateway.routing.session import SessionKey, SessionSigner, resolve_secret
@@ -28,6 +28,15 @@ log = logging.getLogger("gateway")
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
+    # no-cache / no proxy buffering: every event reaches the client as soon as it is made
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
 
 
 def error_response(error: GatewayError) -> Response:
@@ -90,20 +99,22 @@ def create_app(cfg: ModelServerConfig) -> FastAPI:
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
         body = await read_json_object(request, cfg.max_request_bytes)
-        if body.get("stream"):
-            raise unsupported("stream", "stream: true")
         session = signer.session_for(request)
+        if body.get("stream") is True:
+            events = await state["gateway"].stream_response(body, session.key)
+            return with_session(sse_response(events), session)
         result = await state["gateway"].create_response(body, session.key)
         return with_session(json_response(result), session)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body = await read_json_object(request, cfg.max_request_bytes)
-        if body.get("stream"):
-            raise unsupported("stream", "stream: true")
         if not isinstance(body.get("messages"), list):
             raise invalid("'messages' must be an array.", "messages", "invalid_type")
         session = signer.session_for(request)
+        if body.get("stream") is True:
+            chunks = await state["gateway"].stream_chat_completion(body, session.key)
+            return with_session(sse_response(chunks), session)
         result = await state["gateway"].chat_completion(body, session.key)
         return with_session(json_response(result), session)
 

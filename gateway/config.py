@@ -73,6 +73,10 @@ class ModelServerConfig(BaseModel):
     # Field that carries prior-turn reasoning on assistant messages sent to vLLM
     # (`reasoning` for vLLM >= 0.16, `reasoning_content` for older servers).
     reasoning_field: Literal["reasoning", "reasoning_content", "both"] = "reasoning"
+    # Whether the chat template opens `<think>` in the prompt (then the output starts inside
+    # reasoning): `auto` detects it from a lone `</think>` (streamed text is held until a tag
+    # decides), `yes` / `no` state it and stream every token at once.
+    think_open_in_prompt: Literal["auto", "yes", "no"] = "auto"
     # `/v1/chat/completions` output: `inline` puts reasoning back into `content` as
     # `<think>...</think>` (NeMo Gym's behaviour, when uses_reasoning_parser), `field` keeps
     # vLLM's `reasoning` field.

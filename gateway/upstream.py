@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -31,6 +31,13 @@ _CONTEXT_LENGTH = re.compile(
     r"|is too long and exceeds limit of \d+"
     r"|is longer than the maximum model length"
 )
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The `data:` payloads of an SSE body, as they arrive (vLLM sends one event per line)."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            yield line[5:].strip().encode()
 
 
 class ContextLengthExceeded(GatewayError):
@@ -97,10 +104,12 @@ class Backend:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def post_json(
+    async def open(
         self, url: str, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        """POST a JSON body, retrying only before any byte of an answer; decode the answer."""
+    ) -> httpx.Response:
+        """POST a JSON body and return the 200 response with its body unread (the caller reads
+        and closes it). Retries happen only before any byte of an answer; an error status is
+        read, decoded and raised in OpenAI's shape."""
         content = orjson.dumps(body)
         headers = {**self._headers, **extra_headers} if extra_headers else self._headers
         attempt = 0
@@ -128,35 +137,54 @@ class Backend:
                 raise server_error(
                     502, f"Backend {self.base_url} failed: {exc!r}", "bad_gateway"
                 ) from exc
+            status = response.status_code
+            if status == 200:
+                return response
             try:
-                await response.aread()
-            except httpx.TimeoutException as exc:
-                raise self._timeout(exc) from exc
-            except httpx.TransportError as exc:
-                raise server_error(
-                    502,
-                    f"Backend {self.base_url} dropped the connection mid-answer: {exc!r}",
-                    "bad_gateway",
-                ) from exc
+                body_bytes = await self._read(response)
             finally:
                 await response.aclose()
-            status = response.status_code
             if status in RETRY_STATUSES and attempt < self._cfg.max_retries:
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
                 continue
-            if status != 200:
-                error = decode_backend_error(status, response.content)
-                if "retry-after" in response.headers:
-                    error.headers["retry-after"] = response.headers["retry-after"]
-                raise error
-            try:
-                parsed = orjson.loads(response.content)
-            except orjson.JSONDecodeError as exc:
-                raise server_error(502, f"Backend {self.base_url} sent invalid JSON") from exc
-            if not isinstance(parsed, dict):
-                raise server_error(502, f"Backend {self.base_url} sent a non-object body")
-            return parsed
+            error = decode_backend_error(status, body_bytes)
+            if "retry-after" in response.headers:
+                error.headers["retry-after"] = response.headers["retry-after"]
+            raise error
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        try:
+            return await response.aread()
+        except httpx.TimeoutException as exc:
+            raise self._timeout(exc) from exc
+        except httpx.TransportError as exc:
+            raise server_error(
+                502,
+                f"Backend {self.base_url} dropped the connection mid-answer: {exc!r}",
+                "bad_gateway",
+            ) from exc
+
+    async def post_json(
+        self, url: str, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = await self.open(url, body, extra_headers)
+        try:
+            raw = await self._read(response)
+        finally:
+            await response.aclose()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise server_error(502, f"Backend {self.base_url} sent invalid JSON") from exc
+        if not isinstance(parsed, dict):
+            raise server_error(502, f"Backend {self.base_url} sent a non-object body")
+        return parsed
+
+    async def open_chat_stream(
+        self, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        return await self.open(f"{self.base_url}/chat/completions", body, extra_headers)
 
     async def chat_completion(
         self, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None

@@ -48,7 +48,13 @@ def split_choice(completion: dict[str, Any], cfg: ModelServerConfig) -> Generate
         out.reasoning.append(field_reasoning)
     text = message.get("content") or ""
     if cfg.uses_reasoning_parser and text:
-        split = split_think(text)
+        # When the backend parsed reasoning itself, the text cannot start inside `<think>`.
+        mode = (
+            "no"
+            if field_reasoning and cfg.think_open_in_prompt == "auto"
+            else cfg.think_open_in_prompt
+        )
+        split = split_think(text, mode)
         out.reasoning.extend(split.reasoning)
         text = split.text
     for call in message.get("tool_calls") or []:

@@ -61,3 +61,40 @@ def test_agent_tool_loop(stack):
     }
     assert second[3]["role"] == "tool" and second[3]["content"] == "It is sunny in Paris."
     assert second[3]["tool_call_id"] == second[2]["tool_calls"][0]["id"]
+
+
+def test_agent_tool_loop_streamed(stack):
+    s = stack()
+    s.fake.script(
+        Reply(
+            content=None,
+            reasoning="Need it.",
+            tool_calls=[ToolCall("get_weather", '{"city": "Rome"}')],
+        ),
+        Reply(content="Rome is sunny."),
+    )
+    CALLS.clear()
+
+    async def run() -> tuple[str, list[str]]:
+        client = AsyncOpenAI(base_url=f"{s.url}/v1", api_key="test", max_retries=0)
+        agent = Agent(
+            name="weather",
+            tools=[get_weather],
+            model=OpenAIResponsesModel(model="tiny", openai_client=client),
+        )
+        result = Runner.run_streamed(agent, "Weather in Rome?")
+        deltas = []
+        async for event in result.stream_events():
+            if (
+                event.type == "raw_response_event"
+                and event.data.type == "response.output_text.delta"
+            ):
+                deltas.append(event.data.delta)
+        await client.close()
+        return str(result.final_output), deltas
+
+    final, deltas = asyncio.run(run())
+    assert final == "Rome is sunny."
+    assert "".join(deltas) == "Rome is sunny."
+    assert CALLS == ["Rome"]
+    assert all(r.json.get("stream") is True for r in s.fake.chat_requests())
