@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -18,16 +21,28 @@ from starlette.responses import Response, StreamingResponse
 from gateway import __version__
 from gateway.config import ModelServerConfig
 from gateway.errors import GatewayError, invalid
-from gateway.pipeline import Gateway
-from gateway.routing.pool import BackendPool
+from gateway.metrics import Metrics
+from gateway.pipeline import Exchange, Gateway
+from gateway.routing.health import Membership, maintain
+from gateway.routing.pool import BackendPool, PoolEvents
 from gateway.routing.session import SessionKey, SessionSigner, resolve_secret
 from gateway.upstream import Backend
 
 log = logging.getLogger("gateway")
 
+ADMIN_KEY_ENV = "GATEWAY_ADMIN_KEY"
+STATE_DIR_ENV = "GATEWAY_STATE_DIR"
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _admin_url(body: dict[str, Any]) -> str:
+    url = body.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise invalid("'url' must be an http(s) URL ending in /v1.", "url")
+    return url.rstrip("/")
 
 
 def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
@@ -66,21 +81,51 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def create_app(cfg: ModelServerConfig) -> FastAPI:
-    """The gateway app for one model server config."""
+def create_app(cfg: ModelServerConfig, *, pool: BackendPool | None = None) -> FastAPI:
+    """The gateway app for one model server config (optionally over a pool built elsewhere,
+    e.g. one the launcher fills)."""
     signer = SessionSigner(
         resolve_secret(cfg.session_secret), cfg.session_header, cfg.session_cookie
     )
+    metrics = Metrics()
+    # which worker process answered (/health and /admin only: debugging several workers)
+    worker_header = {"x-gateway-worker": str(os.getpid())}
+    admin_key = cfg.admin_key or os.environ.get(ADMIN_KEY_ENV)
+    membership = Membership(os.environ.get(STATE_DIR_ENV))
     state: dict[str, Gateway] = {}
+
+    def build_pool() -> BackendPool:
+        return BackendPool(
+            [Backend(url, cfg) for url in membership.load(cfg.base_url)],
+            policy=cfg.routing_policy,
+            max_inflight=cfg.max_inflight_per_backend,
+            spill=cfg.spill_when_saturated,
+            eject_after_failures=cfg.eject_after_failures,
+            retry_after_s=cfg.saturated_retry_after_s,
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        pool = BackendPool([Backend(url, cfg) for url in cfg.base_url])
-        state["gateway"] = Gateway(cfg, pool)
+        backends = pool or build_pool()
+        backends.events = PoolEvents(
+            on_eject=metrics.backend_ejected,
+            on_readmit=metrics.backend_readmitted,
+            on_spill=lambda url: metrics.spills.labels(url).inc(),
+        )
+        for backend in backends.states:
+            metrics.healthy.labels(backend.url).set(1 if backend.healthy else 0)
+        state["gateway"] = Gateway(cfg, backends, metrics)
+        probes = None
+        if cfg.health_check_interval_s > 0:
+            probes = asyncio.create_task(
+                maintain(backends, membership, cfg, lambda url: Backend(url, cfg))
+            )
         try:
             yield
         finally:
-            await pool.aclose()
+            if probes is not None:
+                probes.cancel()
+            await backends.aclose()
 
     app = FastAPI(
         title="Responses Gateway",
@@ -96,27 +141,112 @@ def create_app(cfg: ModelServerConfig) -> FastAPI:
             response.headers.append("set-cookie", signer.set_cookie_header(session.cookie_value))
         return response
 
+    def record(exchange: Exchange, status: int) -> None:
+        metrics.requests.labels(exchange.route, str(status), exchange.backend).inc()
+        metrics.latency.labels(exchange.route).observe(time.perf_counter() - exchange.started)
+        if exchange.first_output_at is not None:
+            metrics.ttft.labels(exchange.route).observe(exchange.first_output_at - exchange.started)
+
+    async def recorded(body: AsyncIterator[bytes], exchange: Exchange) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            record(exchange, 200)
+
+    async def serve(
+        request: Request, route: str, check: Callable[[dict[str, Any]], None]
+    ) -> Response:
+        exchange = Exchange(route, "", time.perf_counter())
+        try:
+            body = await read_json_object(request, cfg.max_request_bytes)
+            check(body)
+            session = signer.session_for(request)
+            exchange.session_key = session.key
+            gateway = state["gateway"]
+            if body.get("stream") is True:
+                if route == "responses":
+                    events = await gateway.stream_response(body, exchange)
+                else:
+                    events = await gateway.stream_chat_completion(body, exchange)
+                return with_session(sse_response(recorded(events, exchange)), session)
+            if route == "responses":
+                result = await gateway.create_response(body, exchange)
+            else:
+                result = await gateway.chat_completion(body, exchange)
+        except GatewayError as exc:
+            record(exchange, exc.status)
+            raise
+        record(exchange, 200)
+        return with_session(json_response(result), session)
+
+    def no_check(body: dict[str, Any]) -> None:
+        return None
+
+    def check_chat(body: dict[str, Any]) -> None:
+        if not isinstance(body.get("messages"), list):
+            raise invalid("'messages' must be an array.", "messages", "invalid_type")
+
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
-        body = await read_json_object(request, cfg.max_request_bytes)
-        session = signer.session_for(request)
-        if body.get("stream") is True:
-            events = await state["gateway"].stream_response(body, session.key)
-            return with_session(sse_response(events), session)
-        result = await state["gateway"].create_response(body, session.key)
-        return with_session(json_response(result), session)
+        return await serve(request, "responses", no_check)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        body = await read_json_object(request, cfg.max_request_bytes)
-        if not isinstance(body.get("messages"), list):
-            raise invalid("'messages' must be an array.", "messages", "invalid_type")
-        session = signer.session_for(request)
-        if body.get("stream") is True:
-            chunks = await state["gateway"].stream_chat_completion(body, session.key)
-            return with_session(sse_response(chunks), session)
-        result = await state["gateway"].chat_completion(body, session.key)
-        return with_session(json_response(result), session)
+        return await serve(request, "chat_completions", check_chat)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def require_admin(request: Request) -> None:
+        if not admin_key:
+            raise GatewayError(
+                404,
+                "Admin endpoints are off: set admin_key or $GATEWAY_ADMIN_KEY.",
+                code="not_found",
+            )
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {admin_key}".encode()):
+            raise GatewayError(401, "Invalid admin key.", code="invalid_api_key")
+
+    def pool_view() -> list[dict[str, Any]]:
+        return [
+            {
+                "url": s.url,
+                "healthy": s.healthy,
+                "in_flight": s.in_flight,
+                "consecutive_failures": s.consecutive_failures,
+                "ejections": s.ejections,
+            }
+            for s in state["gateway"].pool.states
+        ]
+
+    @app.get("/admin/backends")
+    async def admin_list(request: Request) -> Response:
+        require_admin(request)
+        return json_response({"backends": pool_view()}, headers=worker_header)
+
+    @app.post("/admin/backends")
+    async def admin_add(request: Request) -> Response:
+        require_admin(request)
+        url = _admin_url(await read_json_object(request, 4096))
+        added = state["gateway"].pool.add(Backend(url, cfg))
+        membership.save([s.url for s in state["gateway"].pool.states])
+        return json_response({"added": added, "backends": pool_view()}, 201 if added else 200)
+
+    @app.delete("/admin/backends")
+    async def admin_remove(request: Request) -> Response:
+        require_admin(request)
+        url = _admin_url(await read_json_object(request, 4096))
+        pool_ = state["gateway"].pool
+        if len(pool_.states) == 1 and pool_.get(url) is not None:
+            raise invalid("Cannot remove the last backend.", "url")
+        removed = await pool_.remove(url)
+        if not removed:
+            raise GatewayError(404, f"No backend {url}.", param="url", code="not_found")
+        membership.save([s.url for s in pool_.states])
+        return json_response({"removed": True, "backends": pool_view()})
 
     @app.get("/v1/models")
     async def list_models() -> Response:
@@ -141,18 +271,23 @@ def create_app(cfg: ModelServerConfig) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        backends = state["gateway"].pool.backends
-        healthy = await asyncio.gather(*(b.is_healthy() for b in backends))
+        states = state["gateway"].pool.states
+        reachable = await asyncio.gather(*(s.backend.is_healthy() for s in states))
         return json_response(
             {
-                "status": "ok" if any(healthy) else "degraded",
+                "status": "ok" if any(reachable) else "degraded",
                 "model": cfg.model,
-                "time": time.time(),
                 "backends": [
-                    {"url": b.base_url, "healthy": h}
-                    for b, h in zip(backends, healthy, strict=True)
+                    {
+                        "url": s.url,
+                        "healthy": ok,
+                        "in_rotation": s.healthy,
+                        "in_flight": s.in_flight,
+                    }
+                    for s, ok in zip(states, reachable, strict=True)
                 ],
-            }
+            },
+            headers=worker_header,
         )
 
     @app.exception_handler(GatewayError)

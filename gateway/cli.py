@@ -6,13 +6,15 @@ import argparse
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.app import create_app
+from gateway.app import STATE_DIR_ENV, create_app
 from gateway.config import ConfigError, ModelServerConfig, load_config
+from gateway.metrics import MULTIPROC_ENV
 from gateway.routing.session import SECRET_ENV
 
 CONFIG_ENV = "GATEWAY_CONFIG_JSON"
@@ -38,6 +40,10 @@ def serve(cfg: ModelServerConfig, host: str, port: int, workers: int) -> None:
     }
     if workers > 1:
         os.environ[CONFIG_ENV] = cfg.model_dump_json()
+        # Shared by the workers: metrics files, and the backend list admin changes write.
+        for env in (MULTIPROC_ENV, STATE_DIR_ENV):
+            if not os.environ.get(env):
+                os.environ[env] = tempfile.mkdtemp(prefix="gateway-")
         uvicorn.run("gateway.cli:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(cfg), **common)  # type: ignore[arg-type]

@@ -91,6 +91,25 @@ class ModelServerConfig(BaseModel):
     retry_backoff_s: float = 0.1
     max_connections_per_backend: int = 2048
     max_request_bytes: int = 64 * 1024 * 1024
+    # --- routing over several backends ---
+    # `session` (rendezvous hashing of the session key), `round_robin`, `least_inflight`.
+    routing_policy: Literal["session", "round_robin", "least_inflight"] = "session"
+    # Per-backend in-flight limit (per gateway worker); 0 = unlimited.
+    max_inflight_per_backend: int = 0
+    # When a session's owner is at its limit: `true` spills to the next choice (load first),
+    # `false` answers 429 (cache stickiness first).
+    spill_when_saturated: bool = True
+    # `retry-after` seconds on the 429 sent when every backend is saturated.
+    saturated_retry_after_s: int = 1
+    health_check_interval_s: float = 5.0  # 0 disables active probes
+    health_check_timeout_s: float = 2.0
+    eject_after_failures: int = 3
+    # Header carrying the session key to the backend (for a router in front of vLLM); null: none.
+    forward_session_header: str | None = "X-Session-ID"
+    # >1: pin vLLM's data-parallel rank per session with `X-data-parallel-rank`.
+    data_parallel_size: int = 1
+    # Bearer key for `/admin/*`; falls back to $GATEWAY_ADMIN_KEY; admin is off without one.
+    admin_key: str | None = None
     session_header: str = "X-Session-ID"
     session_cookie: str = "gateway_session"
     # Signs the affinity cookie; falls back to $GATEWAY_SESSION_SECRET, then a random per-launch secret.

@@ -1,10 +1,17 @@
-"""One request's path: translate, pick a backend, call it, translate back (I/O at the edges)."""
+"""One request's path: translate, choose a backend, call it, translate back (I/O at the edges).
+
+A connection that fails before any byte moves to the session's next backend (bounded attempts,
+backoff when the same backend is tried again); a request that has started streaming is never
+retried.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
@@ -12,60 +19,152 @@ import orjson
 
 from gateway.config import ModelServerConfig
 from gateway.errors import GatewayError, server_error
-from gateway.routing.pool import BackendPool
+from gateway.metrics import Metrics
+from gateway.routing.pool import BackendPool, BackendState, rendezvous_score
 from gateway.translate import response as responses
-from gateway.translate.chat import prepare_chat_body
-from gateway.translate.request import ChatPlan, responses_to_chat
+from gateway.translate.chat import (
+    InlineReasoning,
+    empty_chat_completion,
+    postprocess_chat_completion,
+    prepare_chat_body,
+)
+from gateway.translate.request import responses_to_chat
 from gateway.translate.response import BackendProtocolError, new_id
 from gateway.translate.stream import ResponseStream, UpstreamStreamError, encode_sse
 from gateway.translate.tokens import TokenDataError, TokenInfo, extract_token_info
-from gateway.upstream import Backend, ContextLengthExceeded, sse_data
-
-
-class _ResponseIds(TypedDict):
-    response_id: str
-    created_at: int
-
+from gateway.upstream import Backend, BackendUnavailable, ContextLengthExceeded, backoff_s, sse_data
 
 # Request fields that change the rendered prompt, so `/tokenize` must see them too.
 _TOKENIZE_FIELDS = ("messages", "tools", "chat_template_kwargs", "mm_processor_kwargs")
 
 
+@dataclass
+class Exchange:
+    """One request's bookkeeping: its session, the backend that served it, timings."""
+
+    route: str
+    session_key: str
+    started: float
+    backend: str = "none"
+    first_output_at: float | None = None
+
+
 class Gateway:
-    def __init__(self, cfg: ModelServerConfig, pool: BackendPool) -> None:
+    def __init__(self, cfg: ModelServerConfig, pool: BackendPool, metrics: Metrics) -> None:
         self.cfg = cfg
         self.pool = pool
+        self.metrics = metrics
 
-    async def create_response(self, body: dict[str, Any], session_key: str) -> dict[str, Any]:
-        plan = responses_to_chat(body, self.cfg)
-        return await self.run_plan(plan, session_key)
+    # --- backend choice and calls -----------------------------------------------------------
 
-    async def run_plan(self, plan: ChatPlan, session_key: str) -> dict[str, Any]:
-        cfg = self.cfg
-        ids = _ResponseIds(response_id=new_id("resp"), created_at=int(time.time()))
-        if plan.skip_backend:
-            return responses.empty_response(cfg, plan.echo, reason="content_filter", **ids)
-        backend = self.pool.pick(session_key)
-        try:
-            completion = await backend.chat_completion(plan.chat)
-        except ContextLengthExceeded:
-            if cfg.propagate_context_overflow_errors:
+    def _headers(self, state: BackendState, key: str) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.cfg.forward_session_header:
+            headers[self.cfg.forward_session_header] = key
+        if self.cfg.data_parallel_size > 1:
+            ranks = range(self.cfg.data_parallel_size)
+            best = max(ranks, key=lambda r: rendezvous_score(key, f"{state.url}#{r}"))
+            headers["X-data-parallel-rank"] = str(best)
+        return headers
+
+    async def _open(
+        self, exchange: Exchange, body: dict[str, Any]
+    ) -> tuple[BackendState, httpx.Response]:
+        """Open a call on the first backend that connects; the caller must `_release` it."""
+        candidates = self.pool.choose(exchange.session_key)
+        content = orjson.dumps(body)
+        attempts = self.cfg.max_retries + 1
+        error: GatewayError | None = None
+        for attempt in range(attempts):
+            state = candidates[attempt % len(candidates)]
+            if attempt >= len(candidates):
+                await asyncio.sleep(backoff_s(self.cfg.retry_backoff_s, attempt))
+            if attempt:
+                self.metrics.retries.labels(state.url).inc()
+            self._acquire(state)
+            headers = self._headers(state, exchange.session_key)
+            try:
+                response = await state.backend.open(state.backend.chat_url, content, headers)
+            except BackendUnavailable as exc:
+                self._release(state)
+                self.pool.record_failure(state)
+                error = exc
+                continue
+            except GatewayError as exc:
+                self._release(state)
+                if exc.status >= 500:
+                    self.pool.record_failure(state)
                 raise
-            return responses.empty_response(cfg, plan.echo, reason="length", **ids)
+            self.pool.record_success(state)
+            exchange.backend = state.url
+            return state, response
+        assert error is not None
+        raise error
+
+    def _acquire(self, state: BackendState) -> None:
+        state.in_flight += 1
+        self.metrics.in_flight.labels(state.url).inc()
+
+    def _release(self, state: BackendState) -> None:
+        state.in_flight -= 1
+        self.metrics.in_flight.labels(state.url).dec()
+
+    async def _call_json(
+        self, exchange: Exchange, chat: dict[str, Any]
+    ) -> tuple[Backend, dict[str, Any]]:
+        state, response = await self._open(exchange, chat)
+        try:
+            return state.backend, await state.backend.read_json(response)
+        except GatewayError as exc:
+            if exc.status >= 500:
+                self.pool.record_failure(state)
+            raise
+        finally:
+            self._release(state)
+
+    def _context_overflow(self, exc: ContextLengthExceeded, route: str) -> None:
+        if self.cfg.propagate_context_overflow_errors:
+            raise exc
+        self.metrics.context_length.labels(route).inc()
+
+    # --- /v1/responses ----------------------------------------------------------------------
+
+    async def create_response(self, body: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+        cfg = self.cfg
+        plan = responses_to_chat(body, cfg)
+        response_id, created_at = new_id("resp"), int(time.time())
+        if plan.skip_backend:
+            return responses.empty_response(
+                cfg,
+                plan.echo,
+                response_id=response_id,
+                created_at=created_at,
+                reason="content_filter",
+            )
+        try:
+            backend, completion = await self._call_json(exchange, plan.chat)
+        except ContextLengthExceeded as exc:
+            self._context_overflow(exc, "responses")
+            return responses.empty_response(
+                cfg, plan.echo, response_id=response_id, created_at=created_at, reason="length"
+            )
         tokens = await self._token_info(backend, plan.chat, completion)
         try:
             return responses.chat_to_response(
                 completion,
                 cfg,
                 plan.echo,
+                response_id=response_id,
+                created_at=created_at,
                 want_logprobs=plan.want_logprobs,
                 token_info=tokens,
-                **ids,
             )
         except BackendProtocolError as exc:
             raise server_error(502, str(exc), "bad_gateway") from exc
 
-    async def stream_response(self, body: dict[str, Any], session_key: str) -> AsyncIterator[bytes]:
+    async def stream_response(
+        self, body: dict[str, Any], exchange: Exchange
+    ) -> AsyncIterator[bytes]:
         """Open the upstream stream first, so errors before the first byte stay HTTP errors;
         then return the Responses event stream."""
         cfg = self.cfg
@@ -80,21 +179,20 @@ class Gateway:
         if plan.skip_backend:
             streamer.finish_reason = "content_filter"
             return _replay([*streamer.start(), *streamer.close_items(), *streamer.terminal()])
-        backend = self.pool.pick(session_key)
         chat = {**plan.chat, "stream": True, "stream_options": {"include_usage": True}}
         try:
-            upstream = await backend.open_chat_stream(chat)
-        except ContextLengthExceeded:
-            if cfg.propagate_context_overflow_errors:
-                raise
+            state, upstream = await self._open(exchange, chat)
+        except ContextLengthExceeded as exc:
+            self._context_overflow(exc, "responses")
             return _replay([*streamer.start(), *streamer.context_overflow()])
-        return self._relay_events(streamer, upstream, backend, chat)
+        return self._relay_events(streamer, state, upstream, exchange, chat)
 
     async def _relay_events(
         self,
         streamer: ResponseStream,
+        state: BackendState,
         upstream: httpx.Response,
-        backend: Backend,
+        exchange: Exchange,
         chat: dict[str, Any],
     ) -> AsyncIterator[bytes]:
         try:
@@ -107,18 +205,21 @@ class Gateway:
                         break
                     events = streamer.feed(orjson.loads(data))
                     if events:
+                        if exchange.first_output_at is None:
+                            exchange.first_output_at = time.perf_counter()
                         yield b"".join(encode_sse(e) for e in events)
                 if not ended:
                     raise UpstreamStreamError("the backend stream ended without [DONE]")
                 events = streamer.close_items()
-                events += streamer.terminal(
-                    await self._token_info(backend, chat, streamer.token_completion())
-                )
+                tokens = await self._token_info(state.backend, chat, streamer.token_completion())
+                events += streamer.terminal(tokens)
             except UpstreamStreamError as exc:
                 events = streamer.fail(f"Backend error mid-stream: {exc}")
             except httpx.TimeoutException as exc:
+                self.pool.record_failure(state)
                 events = streamer.fail(f"Backend timed out mid-stream: {type(exc).__name__}")
             except httpx.TransportError as exc:
+                self.pool.record_failure(state)
                 events = streamer.fail(f"Backend dropped the stream: {exc!r}")
             except GatewayError as exc:
                 events = streamer.fail(exc.message)
@@ -127,35 +228,49 @@ class Gateway:
             yield b"".join(encode_sse(e) for e in events)
         finally:
             await _close_upstream(upstream)
+            self._release(state)
+
+    # --- /v1/chat/completions ---------------------------------------------------------------
+
+    async def chat_completion(self, body: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+        chat = prepare_chat_body(body, self.cfg, body.get("metadata"))
+        try:
+            backend, completion = await self._call_json(exchange, chat)
+        except ContextLengthExceeded as exc:
+            self._context_overflow(exc, "chat_completions")
+            return empty_chat_completion(self.cfg.model)
+        tokens = await self._token_info(backend, chat, completion)
+        return postprocess_chat_completion(completion, self.cfg, tokens)
 
     async def stream_chat_completion(
-        self, body: dict[str, Any], session_key: str
+        self, body: dict[str, Any], exchange: Exchange
     ) -> AsyncIterator[bytes]:
         chat = prepare_chat_body(body, self.cfg, body.get("metadata"))
-        backend = self.pool.pick(session_key)
         try:
-            upstream = await backend.open_chat_stream(chat)
-        except ContextLengthExceeded:
-            if self.cfg.propagate_context_overflow_errors:
-                raise
-            empty = _empty_chat_completion(self.cfg.model)
-            choice = empty["choices"][0]
+            state, upstream = await self._open(exchange, chat)
+        except ContextLengthExceeded as exc:
+            self._context_overflow(exc, "chat_completions")
+            empty = empty_chat_completion(self.cfg.model)
             chunk = {
-                **{k: empty[k] for k in ("id", "created", "model")},
+                "id": empty["id"],
                 "object": "chat.completion.chunk",
+                "created": empty["created"],
+                "model": empty["model"],
                 "choices": [
                     {
                         "index": 0,
                         "delta": {"role": "assistant", "content": ""},
                         "logprobs": None,
-                        "finish_reason": choice["finish_reason"],
+                        "finish_reason": "length",
                     }
                 ],
             }
             return _replay_chat([chunk])
-        return self._relay_chat(upstream)
+        return self._relay_chat(state, upstream, exchange)
 
-    async def _relay_chat(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def _relay_chat(
+        self, state: BackendState, upstream: httpx.Response, exchange: Exchange
+    ) -> AsyncIterator[bytes]:
         inline = InlineReasoning(self.cfg)
         try:
             try:
@@ -167,28 +282,23 @@ class Gateway:
                     if not chunk.get("error"):
                         chunk["model"] = self.cfg.model
                         inline.rewrite(chunk)
+                    if exchange.first_output_at is None:
+                        exchange.first_output_at = time.perf_counter()
                     yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 message = "the backend stream ended without [DONE]"
             except httpx.TimeoutException as exc:
+                self.pool.record_failure(state)
                 message = f"Backend timed out mid-stream: {type(exc).__name__}"
             except httpx.TransportError as exc:
+                self.pool.record_failure(state)
                 message = f"Backend dropped the stream: {exc!r}"
             error = server_error(502, message, "bad_gateway").body()
             yield b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"
         finally:
             await _close_upstream(upstream)
+            self._release(state)
 
-    async def chat_completion(self, body: dict[str, Any], session_key: str) -> dict[str, Any]:
-        chat = prepare_chat_body(body, self.cfg, body.get("metadata"))
-        backend = self.pool.pick(session_key)
-        try:
-            completion = await backend.chat_completion(chat)
-        except ContextLengthExceeded:
-            if self.cfg.propagate_context_overflow_errors:
-                raise
-            return _empty_chat_completion(self.cfg.model)
-        tokens = await self._token_info(backend, chat, completion)
-        return postprocess_chat_completion(completion, self.cfg, tokens)
+    # --- training data ----------------------------------------------------------------------
 
     async def _token_info(
         self, backend: Backend, chat: dict[str, Any], completion: dict[str, Any]
@@ -208,55 +318,6 @@ class Gateway:
         return info
 
 
-def postprocess_chat_completion(
-    completion: dict[str, Any], cfg: ModelServerConfig, tokens: TokenInfo | None
-) -> dict[str, Any]:
-    """Configured model name; NeMo Gym's inline `<think>` reasoning; token fields on the message."""
-    completion["model"] = cfg.model
-    for choice in completion.get("choices") or []:
-        message = choice.get("message")
-        if not isinstance(message, dict):
-            continue
-        if cfg.uses_reasoning_parser and cfg.chat_reasoning_output == "inline":
-            reasoning = message.pop("reasoning", None) or message.pop("reasoning_content", None)
-            message.pop("reasoning_content", None)
-            if reasoning:
-                message["content"] = f"<think>{reasoning}</think>{message.get('content') or ''}"
-        if tokens is not None:
-            message.update(tokens.as_fields())
-    return completion
-
-
-class InlineReasoning:
-    """NeMo Gym's chat output for streams: vLLM's reasoning deltas go back into `content`
-    wrapped in `<think>...</think>` (only with `chat_reasoning_output: inline`)."""
-
-    def __init__(self, cfg: ModelServerConfig) -> None:
-        self.enabled = cfg.uses_reasoning_parser and cfg.chat_reasoning_output == "inline"
-        self._open = False
-
-    def rewrite(self, chunk: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta")
-            if not isinstance(delta, dict):
-                continue
-            reasoning = delta.pop("reasoning", None) or delta.pop("reasoning_content", None)
-            delta.pop("reasoning_content", None)
-            prefix = ""
-            if reasoning:
-                prefix = reasoning if self._open else f"<think>{reasoning}"
-                self._open = True
-            elif self._open and (
-                delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason")
-            ):
-                prefix = "</think>"
-                self._open = False
-            if prefix:
-                delta["content"] = prefix + (delta.get("content") or "")
-
-
 async def _close_upstream(upstream: httpx.Response) -> None:
     # Runs when the client went away too: the task is being cancelled, and the backend must
     # still see its connection close at once so it stops generating.
@@ -272,21 +333,3 @@ async def _replay_chat(chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
     yield b"data: [DONE]\n\n"
-
-
-def _empty_chat_completion(model: str) -> dict[str, Any]:
-    return {
-        "id": new_id("chatcmpl"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": None, "tool_calls": []},
-                "logprobs": None,
-                "finish_reason": "length",
-            }
-        ],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-    }

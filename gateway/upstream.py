@@ -40,6 +40,28 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
             yield line[5:].strip().encode()
 
 
+def backoff_s(base_s: float, attempt: int, retry_after: str | None = None) -> float:
+    """Exponential backoff with jitter; a backend's `retry-after` wins, capped."""
+    if retry_after is not None:
+        try:
+            return min(float(retry_after), MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    return float(base_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+
+
+class BackendUnavailable(GatewayError):
+    """The connection failed before any byte of an answer: safe to try elsewhere."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        super().__init__(
+            503,
+            f"Backend {url} is unreachable: {cause!r}",
+            type="server_error",
+            code="backend_unavailable",
+        )
+
+
 class ContextLengthExceeded(GatewayError):
     """vLLM refused the request because prompt + output do not fit the context."""
 
@@ -105,12 +127,16 @@ class Backend:
         await self.client.aclose()
 
     async def open(
-        self, url: str, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        body: Mapping[str, Any] | bytes,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """POST a JSON body and return the 200 response with its body unread (the caller reads
-        and closes it). Retries happen only before any byte of an answer; an error status is
-        read, decoded and raised in OpenAI's shape."""
-        content = orjson.dumps(body)
+        and closes it). An error status is read and raised in OpenAI's shape; 429/502/503/504
+        are retried here (bounded, backoff, `retry-after`). A connection that fails before any
+        byte raises `BackendUnavailable`: the caller picks the next backend."""
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
         headers = {**self._headers, **extra_headers} if extra_headers else self._headers
         attempt = 0
         while True:
@@ -123,14 +149,7 @@ class Backend:
                 httpx.RemoteProtocolError,
                 httpx.ReadError,
             ) as exc:
-                # Nothing of an answer arrived: safe to try again, a bounded number of times.
-                if attempt < self._cfg.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self._backoff(attempt))
-                    continue
-                raise server_error(
-                    503, f"Backend {self.base_url} is unreachable: {exc!r}", "backend_unavailable"
-                ) from exc
+                raise BackendUnavailable(self.base_url, exc) from exc
             except httpx.TimeoutException as exc:
                 raise self._timeout(exc) from exc
             except httpx.TransportError as exc:
@@ -146,12 +165,30 @@ class Backend:
                 await response.aclose()
             if status in RETRY_STATUSES and attempt < self._cfg.max_retries:
                 attempt += 1
-                await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
+                await asyncio.sleep(
+                    backoff_s(
+                        self._cfg.retry_backoff_s, attempt, response.headers.get("retry-after")
+                    )
+                )
                 continue
             error = decode_backend_error(status, body_bytes)
             if "retry-after" in response.headers:
                 error.headers["retry-after"] = response.headers["retry-after"]
             raise error
+
+    async def read_json(self, response: httpx.Response) -> dict[str, Any]:
+        """Read, close and decode a response from `open`."""
+        try:
+            raw = await self._read(response)
+        finally:
+            await response.aclose()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise server_error(502, f"Backend {self.base_url} sent invalid JSON") from exc
+        if not isinstance(parsed, dict):
+            raise server_error(502, f"Backend {self.base_url} sent a non-object body")
+        return parsed
 
     async def _read(self, response: httpx.Response) -> bytes:
         try:
@@ -165,35 +202,13 @@ class Backend:
                 "bad_gateway",
             ) from exc
 
-    async def post_json(
-        self, url: str, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        response = await self.open(url, body, extra_headers)
-        try:
-            raw = await self._read(response)
-        finally:
-            await response.aclose()
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise server_error(502, f"Backend {self.base_url} sent invalid JSON") from exc
-        if not isinstance(parsed, dict):
-            raise server_error(502, f"Backend {self.base_url} sent a non-object body")
-        return parsed
-
-    async def open_chat_stream(
-        self, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
-    ) -> httpx.Response:
-        return await self.open(f"{self.base_url}/chat/completions", body, extra_headers)
-
-    async def chat_completion(
-        self, body: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        return await self.post_json(f"{self.base_url}/chat/completions", body, extra_headers)
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
 
     async def tokenize(self, body: Mapping[str, Any]) -> list[int]:
         """vLLM's `/tokenize` (served at the root, not under /v1)."""
-        result = await self.post_json(f"{self.root_url}/tokenize", body)
+        result = await self.read_json(await self.open(f"{self.root_url}/tokenize", body))
         tokens = result.get("tokens")
         if not isinstance(tokens, list):
             raise server_error(502, "Backend /tokenize returned no tokens")
@@ -217,12 +232,3 @@ class Backend:
         return server_error(
             504, f"Backend {self.base_url} timed out: {type(exc).__name__}", "timeout"
         )
-
-    def _backoff(self, attempt: int, retry_after: str | None = None) -> float:
-        if retry_after is not None:
-            try:
-                return min(float(retry_after), MAX_RETRY_AFTER_S)
-            except ValueError:
-                pass
-        base = self._cfg.retry_backoff_s * (2 ** (attempt - 1))
-        return float(base * (0.5 + random.random()))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
 from gateway.config import ModelServerConfig
 from gateway.errors import invalid
+from gateway.translate.response import new_id
+from gateway.translate.tokens import TokenInfo
 
 
 def metadata_overrides(metadata: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -92,3 +95,70 @@ def _rewrite_message(message: Any, cfg: ModelServerConfig) -> Any:
             if cfg.reasoning_field in ("reasoning_content", "both"):
                 message["reasoning_content"] = reasoning
     return message
+
+
+def postprocess_chat_completion(
+    completion: dict[str, Any], cfg: ModelServerConfig, tokens: TokenInfo | None
+) -> dict[str, Any]:
+    """Configured model name; NeMo Gym's inline `<think>` reasoning; token fields on the message."""
+    completion["model"] = cfg.model
+    for choice in completion.get("choices") or []:
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            continue
+        if cfg.uses_reasoning_parser and cfg.chat_reasoning_output == "inline":
+            reasoning = message.pop("reasoning", None) or message.pop("reasoning_content", None)
+            message.pop("reasoning_content", None)
+            if reasoning:
+                message["content"] = f"<think>{reasoning}</think>{message.get('content') or ''}"
+        if tokens is not None:
+            message.update(tokens.as_fields())
+    return completion
+
+
+class InlineReasoning:
+    """NeMo Gym's chat output for streams: vLLM's reasoning deltas go back into `content`
+    wrapped in `<think>...</think>` (only with `chat_reasoning_output: inline`)."""
+
+    def __init__(self, cfg: ModelServerConfig) -> None:
+        self.enabled = cfg.uses_reasoning_parser and cfg.chat_reasoning_output == "inline"
+        self._open = False
+
+    def rewrite(self, chunk: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                continue
+            reasoning = delta.pop("reasoning", None) or delta.pop("reasoning_content", None)
+            delta.pop("reasoning_content", None)
+            prefix = ""
+            if reasoning:
+                prefix = reasoning if self._open else f"<think>{reasoning}"
+                self._open = True
+            elif self._open and (
+                delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason")
+            ):
+                prefix = "</think>"
+                self._open = False
+            if prefix:
+                delta["content"] = prefix + (delta.get("content") or "")
+
+
+def empty_chat_completion(model: str) -> dict[str, Any]:
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": []},
+                "logprobs": None,
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
