@@ -1,0 +1,1 @@
+"""Launching vLLM backends and building tiny local models for tests."""
