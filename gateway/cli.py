@@ -1,4 +1,11 @@
-"""`gateway serve --config FILE [--env env.yaml] [--host H] [--port P] [--workers N] [key=value ...]`."""
+"""The `gateway` command.
+
+    gateway serve --config FILE [--env env.yaml] [--host H] [--port P] [--workers N] [key=value ...]
+    gateway launch --config FILE            start and supervise the `backends:` of FILE
+    gateway make-tiny-model DIR [--scripted] build a tiny Qwen3 model vLLM can serve offline
+
+`serve` launches the config's `backends:` first (if any) and puts them in the gateway's pool.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,16 @@ import secrets
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from omegaconf import OmegaConf
 
 from gateway.app import STATE_DIR_ENV, create_app
-from gateway.config import ConfigError, ModelServerConfig, load_config
+from gateway.config import ConfigError, ModelServerConfig, merge_configs, model_server_config
+from gateway.launch import launcher as launch_cli
+from gateway.launch import tiny_model
 from gateway.metrics import MULTIPROC_ENV
 from gateway.routing.session import SECRET_ENV
 
@@ -30,8 +41,8 @@ def serve(cfg: ModelServerConfig, host: str, port: int, workers: int) -> None:
     if not cfg.session_secret and not os.environ.get(SECRET_ENV):
         os.environ[SECRET_ENV] = secrets.token_urlsafe(32)
     print(f"gateway: serving model {cfg.model!r} on http://{host}:{port}/v1", flush=True)
-    print(f"gateway: backends {', '.join(cfg.base_url)}", flush=True)
-    common = {
+    print(f"gateway: backends {', '.join(cfg.base_url) or '(none yet)'}", flush=True)
+    common: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": "warning",
@@ -44,9 +55,38 @@ def serve(cfg: ModelServerConfig, host: str, port: int, workers: int) -> None:
         for env in (MULTIPROC_ENV, STATE_DIR_ENV):
             if not os.environ.get(env):
                 os.environ[env] = tempfile.mkdtemp(prefix="gateway-")
-        uvicorn.run("gateway.cli:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("gateway.cli:app_from_env", factory=True, workers=workers, **common)
     else:
-        uvicorn.run(create_app(cfg), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(cfg), **common)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        merged = merge_configs([args.config], args.env, args.overrides)
+        cfg = model_server_config(merged, args.server_name)
+    except ConfigError as exc:
+        print(f"gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"gateway: config error: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or cfg.host or "127.0.0.1"
+    port = args.port or cfg.port or 8080
+    workers = args.workers or cfg.num_workers or 1
+    fleet = None
+    if merged.get("backends") is not None:
+        backends = OmegaConf.to_container(merged["backends"], resolve=True)
+        fleet = launch_cli.Launcher(launch_cli.load_server_config({"backends": backends}))
+        print("gateway: starting launched backends ...", flush=True)
+        fleet.start()
+        launched = [u for u in fleet.endpoints() if u not in cfg.base_url]
+        cfg = cfg.model_copy(update={"base_url": [*cfg.base_url, *launched]})
+    try:
+        serve(cfg, host, port, workers)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,19 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int, default=None)
     p_serve.add_argument("--workers", type=int, default=None)
     p_serve.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model=foo")
+    p_serve.set_defaults(handler=run_serve)
+    launch_cli.add_subcommand(sub)
+    tiny_model.add_subcommand(sub)
     args = parser.parse_args(argv)
-
-    if args.command == "serve":
-        try:
-            cfg = load_config(args.config, args.env, args.overrides, args.server_name)
-        except ConfigError as exc:
-            print(f"gateway: config error: {exc}", file=sys.stderr)
-            return 2
-        host = args.host or cfg.host or "127.0.0.1"
-        port = args.port or cfg.port or 8080
-        workers = args.workers or cfg.num_workers or 1
-        serve(cfg, host, port, workers)
-    return 0
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

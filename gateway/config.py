@@ -121,10 +121,8 @@ class ModelServerConfig(BaseModel):
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list | tuple):
-            urls = [str(v).rstrip("/") for v in value]
-            if not urls:
-                raise ValueError("base_url must name at least one backend")
-            return urls
+            # may be empty: backends can come from the launcher or the admin endpoint
+            return [str(v).rstrip("/") for v in value]
         return value
 
     @model_validator(mode="after")

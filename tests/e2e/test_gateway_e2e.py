@@ -47,7 +47,9 @@ TOOLS = [
 
 @pytest.fixture(scope="module")
 def gateway_url(vllm_server: VLLMServer) -> Iterator[str]:
-    cfg = ModelServerConfig(base_url=vllm_server.base_url, model=vllm_server.model, read_timeout_s=120)
+    cfg = ModelServerConfig(
+        base_url=vllm_server.base_url, model=vllm_server.model, read_timeout_s=120
+    )
     with serve_in_thread(create_app(cfg)) as url:
         yield url
 
@@ -69,7 +71,10 @@ def post(url: str, body: dict) -> httpx.Response:
 
 
 def test_reasoning_text_and_tool_call_items(gateway_url):
-    r = post(gateway_url, {"model": "tiny", "input": "Weather in Paris?", "tools": TOOLS, "temperature": 0})
+    r = post(
+        gateway_url,
+        {"model": "tiny", "input": "Weather in Paris?", "tools": TOOLS, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     validate_response(body)
@@ -82,7 +87,10 @@ def test_reasoning_text_and_tool_call_items(gateway_url):
 
 
 def test_streamed_items_match(gateway_url):
-    r = post(gateway_url, {"input": "Weather in Paris?", "tools": TOOLS, "temperature": 0, "stream": True})
+    r = post(
+        gateway_url,
+        {"input": "Weather in Paris?", "tools": TOOLS, "temperature": 0, "stream": True},
+    )
     assert r.status_code == 200, r.text
     final = check_stream(parse_sse(r.content))
     assert [i["type"] for i in final["output"]] == ["reasoning", "message", "function_call"]
@@ -93,9 +101,13 @@ def test_streamed_items_match(gateway_url):
 
 def test_thinking_off_gives_the_plain_answer(gateway_url):
     client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="x", max_retries=0)
-    response = client.responses.create(model="tiny", input="Weather?", reasoning={"effort": "none"}, temperature=0)
+    response = client.responses.create(
+        model="tiny", input="Weather?", reasoning={"effort": "none"}, temperature=0
+    )
     assert response.output_text == SCRIPTED_PLAIN_ANSWER
-    with client.responses.stream(model="tiny", input="Weather?", reasoning={"effort": "none"}) as stream:
+    with client.responses.stream(
+        model="tiny", input="Weather?", reasoning={"effort": "none"}
+    ) as stream:
         for _ in stream:
             pass
         assert stream.get_final_response().output_text == SCRIPTED_PLAIN_ANSWER
@@ -116,14 +128,23 @@ def test_training_token_ids_from_the_real_engine(training_url, vllm_server):
         json={
             "model": "tiny",
             "messages": [{"role": "user", "content": "Weather in Paris?"}],
-            "tools": [{"type": "function", "function": {k: TOOLS[0][k] for k in ("name", "description", "parameters", "strict")}}],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        k: TOOLS[0][k] for k in ("name", "description", "parameters", "strict")
+                    },
+                }
+            ],
             "add_generation_prompt": True,
         },
         timeout=30,
     ).json()
     assert last["prompt_token_ids"] == tokenized["tokens"]
     # and the text the ids decode to is what the model wrote
-    text = httpx.post(f"{vllm_server.root_url}/detokenize", json={"model": "tiny", "tokens": gen}, timeout=30).json()
+    text = httpx.post(
+        f"{vllm_server.root_url}/detokenize", json={"model": "tiny", "tokens": gen}, timeout=30
+    ).json()
     assert SCRIPTED_REASONING in text["prompt"] and "get_weather" in text["prompt"]
     streamed = check_stream(parse_sse(post(training_url, {**body, "stream": True}).content))
     for key in ("prompt_token_ids", "generation_token_ids", "generation_log_probs"):
@@ -141,7 +162,9 @@ def test_real_context_length_400_becomes_empty_incomplete(gateway_url, vllm_serv
     validate_response(body)
     assert body["status"] == "incomplete"
     assert body["output"][0]["content"][0]["text"] == ""
-    streamed = check_stream(parse_sse(post(gateway_url, {"input": long_input, "stream": True}).content))
+    streamed = check_stream(
+        parse_sse(post(gateway_url, {"input": long_input, "stream": True}).content)
+    )
     assert streamed["status"] == "incomplete"
 
 

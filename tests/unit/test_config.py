@@ -55,7 +55,7 @@ def test_flat_config_and_overrides(tmp_path):
         ("base_url: http://x/v1\nmodel: a\nbogus_key: 1\n", "bogus_key"),
         ("base_url: http://x/v1\nmodel: a\nis_responses_native: true\n", "is_responses_native"),
         ("model: a\n", "no model server block"),
-        ("base_url: []\nmodel: a\n", "at least one backend"),
+        ("base_url: 3\nmodel: a\n", "base_url"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, needle):
