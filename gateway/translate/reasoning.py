@@ -32,10 +32,15 @@ class ThinkSplit:
 def split_think(text: str, open_in_prompt: OpenInPrompt = "auto") -> ThinkSplit:
     """Every reasoning block in order, and the remaining text. Empty blocks are dropped."""
     stream = ThinkStream(open_in_prompt)
-    out = ThinkSplit()
+    return collect([*stream.feed(text), *stream.finish()], stream.truncated)
+
+
+def collect(segments: list[Segment], truncated: bool) -> ThinkSplit:
+    """Assemble a ThinkStream's segments into whole reasoning blocks and text."""
+    out = ThinkSplit(truncated_in_reasoning=truncated)
     block: list[str] = []
     texts: list[str] = []
-    for kind, piece in [*stream.feed(text), *stream.finish()]:
+    for kind, piece in segments:
         if kind == "reasoning":
             block.append(piece)
         elif kind == "end_reasoning":
@@ -44,7 +49,6 @@ def split_think(text: str, open_in_prompt: OpenInPrompt = "auto") -> ThinkSplit:
         else:
             texts.append(piece)
     out.text = "".join(texts)
-    out.truncated_in_reasoning = stream.truncated
     return out
 
 

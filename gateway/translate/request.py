@@ -324,11 +324,7 @@ def input_to_messages(
                 {"role": chat_role, "content": _user_content(item.get("content"), f"{p}.content")}
             )
         elif kind == "function_call":
-            check_keys(item, _FUNCTION_CALL_KEYS, p)
-            _item_status(item, p)
-            for key in ("namespace", "caller"):
-                if item.get(key) is not None:
-                    raise unsupported(f"{p}.{key}")
+            _check_tool_item(item, _FUNCTION_CALL_KEYS, p)
             leading = False
             turn = turn or _AssistantTurn()
             turn.tool_calls.append(
@@ -354,11 +350,7 @@ def input_to_messages(
                 turn.reasoning.append(text)
             _take_tokens(turn, item, p)
         elif kind == "function_call_output":
-            check_keys(item, _FUNCTION_OUTPUT_KEYS, p)
-            _item_status(item, p)
-            for key in ("namespace", "caller"):
-                if item.get(key) is not None:
-                    raise unsupported(f"{p}.{key}")
+            _check_tool_item(item, _FUNCTION_OUTPUT_KEYS, p)
             leading = False
             flush()
             messages.append(
@@ -382,6 +374,14 @@ def input_to_messages(
     if system_parts:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
     return messages
+
+
+def _check_tool_item(item: dict[str, Any], keys: set[str], p: str) -> None:
+    check_keys(item, keys, p)
+    _item_status(item, p)
+    for key in ("namespace", "caller"):  # tool namespaces: not served
+        if item.get(key) is not None:
+            raise unsupported(f"{p}.{key}")
 
 
 def _item_status(item: dict[str, Any], p: str) -> None:

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.translate.reasoning import ThinkSplit, ThinkStream, split_think
+from gateway.translate.reasoning import ThinkSplit, ThinkStream, collect, split_think
 from gateway.translate.tool_calls import HermesStream, split_hermes
 
 PIECES = [
@@ -41,22 +41,11 @@ def chunked(text: str, cuts: list[int]) -> list[str]:
 
 def run_think(chunks: list[str], mode: str) -> ThinkSplit:
     stream = ThinkStream(mode)  # type: ignore[arg-type]
-    out = ThinkSplit()
-    block: list[str] = []
-    texts_out: list[str] = []
     segments = [s for c in chunks for s in stream.feed(c)] + stream.finish()
-    for kind, piece in segments:
-        if kind == "reasoning":
-            block.append(piece)
-        elif kind == "end_reasoning":
-            out.reasoning.append("".join(block))
-            block = []
-        else:
-            texts_out.append(piece)
-    assert not block, "a reasoning block was never closed"
-    out.text = "".join(texts_out)
-    out.truncated_in_reasoning = stream.truncated
-    return out
+    kinds = [k for k, _ in segments]
+    last = max((i for i, k in enumerate(kinds) if k == "reasoning"), default=-1)
+    assert last == -1 or "end_reasoning" in kinds[last + 1 :], "a reasoning block was never closed"
+    return collect(segments, stream.truncated)
 
 
 @settings(max_examples=400, deadline=None)
