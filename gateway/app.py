@@ -136,9 +136,11 @@ def create_app(cfg: ModelServerConfig, *, pool: BackendPool | None = None) -> Fa
         openapi_url=None,
     )
 
-    def with_session(response: Response, session: SessionKey) -> Response:
+    def with_session(response: Response, session: SessionKey, exchange: Exchange) -> Response:
         if session.cookie_value is not None:
             response.headers.append("set-cookie", signer.set_cookie_header(session.cookie_value))
+        if cfg.expose_backend_header:
+            response.headers["x-gateway-backend"] = exchange.backend
         return response
 
     def record(exchange: Exchange, status: int) -> None:
@@ -169,7 +171,7 @@ def create_app(cfg: ModelServerConfig, *, pool: BackendPool | None = None) -> Fa
                     events = await gateway.stream_response(body, exchange)
                 else:
                     events = await gateway.stream_chat_completion(body, exchange)
-                return with_session(sse_response(recorded(events, exchange)), session)
+                return with_session(sse_response(recorded(events, exchange)), session, exchange)
             if route == "responses":
                 result = await gateway.create_response(body, exchange)
             else:
@@ -178,7 +180,7 @@ def create_app(cfg: ModelServerConfig, *, pool: BackendPool | None = None) -> Fa
             record(exchange, exc.status)
             raise
         record(exchange, 200)
-        return with_session(json_response(result), session)
+        return with_session(json_response(result), session, exchange)
 
     def no_check(body: dict[str, Any]) -> None:
         return None

@@ -108,6 +108,8 @@ class ModelServerConfig(BaseModel):
     forward_session_header: str | None = "X-Session-ID"
     # >1: pin vLLM's data-parallel rank per session with `X-data-parallel-rank`.
     data_parallel_size: int = 1
+    # Add `x-gateway-backend: <url>` to answers (which replica served; for debugging and benches).
+    expose_backend_header: bool = False
     # Bearer key for `/admin/*`; falls back to $GATEWAY_ADMIN_KEY; admin is off without one.
     admin_key: str | None = None
     session_header: str = "X-Session-ID"

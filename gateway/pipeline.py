@@ -185,7 +185,7 @@ class Gateway:
         except ContextLengthExceeded as exc:
             self._context_overflow(exc, "responses")
             return _replay([*streamer.start(), *streamer.context_overflow()])
-        return self._relay_events(streamer, state, upstream, exchange, chat)
+        return await _started(self._relay_events(streamer, state, upstream, exchange, chat))
 
     async def _relay_events(
         self,
@@ -266,7 +266,7 @@ class Gateway:
                 ],
             }
             return _replay_chat([chunk])
-        return self._relay_chat(state, upstream, exchange)
+        return await _started(self._relay_chat(state, upstream, exchange))
 
     async def _relay_chat(
         self, state: BackendState, upstream: httpx.Response, exchange: Exchange
@@ -316,6 +316,20 @@ class Gateway:
                 body["required_prefix_token_ids"] = chat["required_prefix_token_ids"]
             info.prompt_token_ids = await backend.tokenize(body)
         return info
+
+
+async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Run a relay to its first chunk now. A started async generator is finalised (its `finally`
+    closes the upstream call and frees the backend slot) even if the client is gone before the
+    response body is ever iterated; a never-started one would leak both."""
+    first = await anext(relay)
+
+    async def chained() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in relay:
+            yield chunk
+
+    return chained()
 
 
 async def _close_upstream(upstream: httpx.Response) -> None:

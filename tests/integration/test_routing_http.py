@@ -88,12 +88,13 @@ def wait_for(predicate, timeout=5.0):
 
 def test_sticky_across_turns_and_endpoints():
     with ExitStack() as exits:
-        fleet = Fleet(exits, 3)
+        fleet = Fleet(exits, 3, expose_backend_header=True)
         owner = fleet.owner("episode-7")
+        assert fleet.ask("episode-7").headers["x-gateway-backend"] == fleet.urls[owner]
         for _ in range(3):
             assert fleet.owner("episode-7") == owner
             fleet.ask("episode-7", "/v1/chat/completions")
-        assert fleet.served()[owner] == 7 and sum(fleet.served()) == 7
+        assert fleet.served()[owner] == 8 and sum(fleet.served()) == 8
         # the key reaches the backend, for a router in front of vLLM
         assert fleet.fakes[owner].chat_requests()[-1].headers["x-session-id"] == "episode-7"
 
