@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import sys
@@ -31,9 +32,20 @@ from gateway.routing.session import SECRET_ENV
 CONFIG_ENV = "GATEWAY_CONFIG_JSON"
 
 
+def tune_gc() -> None:
+    """A serving process allocates many short-lived objects per request: move everything loaded
+    at start-up out of the collector's view and collect young objects less often (measured:
+    p99 at 64 clients 31 -> 9 ms, docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory for `--workers N`: each worker rebuilds the app from the parent's config."""
-    return create_app(ModelServerConfig.model_validate_json(os.environ[CONFIG_ENV]))
+    app = create_app(ModelServerConfig.model_validate_json(os.environ[CONFIG_ENV]))
+    tune_gc()
+    return app
 
 
 def serve(cfg: ModelServerConfig, host: str, port: int, workers: int) -> None:
@@ -48,6 +60,8 @@ def serve(cfg: ModelServerConfig, host: str, port: int, workers: int) -> None:
         "log_level": "warning",
         "access_log": False,
         "timeout_keep_alive": 30,
+        "loop": "uvloop",
+        "http": "httptools",
     }
     if workers > 1:
         os.environ[CONFIG_ENV] = cfg.model_dump_json()
@@ -57,7 +71,9 @@ def serve(cfg: ModelServerConfig, host: str, port: int, workers: int) -> None:
                 os.environ[env] = tempfile.mkdtemp(prefix="gateway-")
         uvicorn.run("gateway.cli:app_from_env", factory=True, workers=workers, **common)
     else:
-        uvicorn.run(create_app(cfg), **common)
+        app = create_app(cfg)
+        tune_gc()
+        uvicorn.run(app, **common)
 
 
 def run_serve(args: argparse.Namespace) -> int:

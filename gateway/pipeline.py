@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import httpx
+import aiohttp
 import orjson
 
 from gateway.config import ModelServerConfig
@@ -32,7 +31,14 @@ from gateway.translate.request import responses_to_chat
 from gateway.translate.response import BackendProtocolError, new_id
 from gateway.translate.stream import ResponseStream, UpstreamStreamError, encode_sse
 from gateway.translate.tokens import TokenDataError, TokenInfo, extract_token_info
-from gateway.upstream import Backend, BackendUnavailable, ContextLengthExceeded, backoff_s, sse_data
+from gateway.upstream import (
+    Backend,
+    BackendUnavailable,
+    ContextLengthExceeded,
+    StreamBroken,
+    backoff_s,
+    sse_data,
+)
 
 # Request fields that change the rendered prompt, so `/tokenize` must see them too.
 _TOKENIZE_FIELDS = ("messages", "tools", "chat_template_kwargs", "mm_processor_kwargs")
@@ -69,7 +75,7 @@ class Gateway:
 
     async def _open(
         self, exchange: Exchange, body: dict[str, Any]
-    ) -> tuple[BackendState, httpx.Response]:
+    ) -> tuple[BackendState, aiohttp.ClientResponse]:
         """Open a call on the first backend that connects; the caller must `_release` it."""
         candidates = self.pool.choose(exchange.session_key)
         content = orjson.dumps(body)
@@ -191,7 +197,7 @@ class Gateway:
         self,
         streamer: ResponseStream,
         state: BackendState,
-        upstream: httpx.Response,
+        upstream: aiohttp.ClientResponse,
         exchange: Exchange,
         chat: dict[str, Any],
     ) -> AsyncIterator[bytes]:
@@ -215,19 +221,16 @@ class Gateway:
                 events += streamer.terminal(tokens)
             except UpstreamStreamError as exc:
                 events = streamer.fail(f"Backend error mid-stream: {exc}")
-            except httpx.TimeoutException as exc:
+            except StreamBroken as exc:
                 self.pool.record_failure(state)
-                events = streamer.fail(f"Backend timed out mid-stream: {type(exc).__name__}")
-            except httpx.TransportError as exc:
-                self.pool.record_failure(state)
-                events = streamer.fail(f"Backend dropped the stream: {exc!r}")
+                events = streamer.fail(str(exc))
             except GatewayError as exc:
                 events = streamer.fail(exc.message)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 events = streamer.fail(f"Backend sent an unreadable chunk: {exc!r}")
             yield b"".join(encode_sse(e) for e in events)
         finally:
-            await _close_upstream(upstream)
+            _close_upstream(upstream)
             self._release(state)
 
     # --- /v1/chat/completions ---------------------------------------------------------------
@@ -269,7 +272,7 @@ class Gateway:
         return await _started(self._relay_chat(state, upstream, exchange))
 
     async def _relay_chat(
-        self, state: BackendState, upstream: httpx.Response, exchange: Exchange
+        self, state: BackendState, upstream: aiohttp.ClientResponse, exchange: Exchange
     ) -> AsyncIterator[bytes]:
         inline = InlineReasoning(self.cfg)
         try:
@@ -286,16 +289,13 @@ class Gateway:
                         exchange.first_output_at = time.perf_counter()
                     yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 message = "the backend stream ended without [DONE]"
-            except httpx.TimeoutException as exc:
+            except StreamBroken as exc:
                 self.pool.record_failure(state)
-                message = f"Backend timed out mid-stream: {type(exc).__name__}"
-            except httpx.TransportError as exc:
-                self.pool.record_failure(state)
-                message = f"Backend dropped the stream: {exc!r}"
+                message = str(exc)
             error = server_error(502, message, "bad_gateway").body()
             yield b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"
         finally:
-            await _close_upstream(upstream)
+            _close_upstream(upstream)
             self._release(state)
 
     # --- training data ----------------------------------------------------------------------
@@ -332,11 +332,13 @@ async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return chained()
 
 
-async def _close_upstream(upstream: httpx.Response) -> None:
-    # Runs when the client went away too: the task is being cancelled, and the backend must
-    # still see its connection close at once so it stops generating.
-    with anyio.CancelScope(shield=True):
-        await upstream.aclose()
+def _close_upstream(upstream: aiohttp.ClientResponse) -> None:
+    """Give the connection back when the stream was read to the end; otherwise close it, which
+    also tells the backend to stop generating (the client may have gone away)."""
+    if upstream.content.at_eof():
+        upstream.release()
+    else:
+        upstream.close()
 
 
 async def _replay(events: list[dict[str, Any]]) -> AsyncIterator[bytes]:
