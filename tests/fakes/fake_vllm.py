@@ -360,6 +360,9 @@ class FakeVLLM:
         self.requests: list[RecordedRequest] = []
         # streaming responses (and stalled requests) whose client went away before the end
         self.disconnects = 0
+        # streamed `data:` chunks handed to the server so far (uvicorn's `send` waits while the
+        # socket is full, so this stalls when the reader does not read: back-pressure tests)
+        self.chunks_sent = 0
         self._lock = threading.Lock()
         self._queue: deque[Reply | ErrorReply] = deque()
         self._default: Reply | ErrorReply = Reply()
@@ -903,6 +906,7 @@ class _ChatCtx:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 if data is not _DONE:
                     sent += 1
+                    self.fake.chunks_sent += 1
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()

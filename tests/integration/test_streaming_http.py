@@ -318,3 +318,25 @@ def test_chat_completions_stream_with_sdk_and_context_length(stack):
         )
     )
     assert overflow[-1].choices[0].finish_reason == "length"
+
+
+def test_slow_client_back_pressure(stack):
+    """A client that stops reading stalls the backend instead of the gateway buffering the
+    completion: 50 MB of text cannot all be sent while the client reads nothing."""
+    s = stack(fakes=[FakeVLLM(model="tiny", max_model_len=100_000)], think_open_in_prompt="no")
+    total = 5000
+    s.fake.script(Reply(content="x", stream_chunks=["x" * 10_000] * total))
+    with (
+        httpx.Client(base_url=s.url, timeout=60) as client,
+        client.stream("POST", "/v1/responses", json={"input": "x", "stream": True}) as r,
+    ):
+        chunks = r.iter_raw()
+        next(chunks)  # the first bytes, then the client stops reading
+        time.sleep(1.5)
+        stalled = s.fake.chunks_sent
+        assert stalled < total // 2, (
+            f"the backend ran ahead of a client that reads nothing: {stalled}"
+        )
+        received = sum(len(c) for c in chunks)  # now read everything
+    assert s.fake.chunks_sent >= total
+    assert received > total * 10_000
