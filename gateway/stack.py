@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = Stack(merged, Path(str(merged.get("output_dir") or "output")) / "logs")
     stopping = threading.Event()
 
-    def on_signal(signum: int, _: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)

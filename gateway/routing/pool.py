@@ -11,10 +11,8 @@ import asyncio
 import hashlib
 import itertools
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from gateway.errors import GatewayError
@@ -42,7 +40,6 @@ class BackendState:
     in_flight: int = 0
     consecutive_failures: int = 0
     ejections: int = 0
-    last_change: float = field(default_factory=time.monotonic)
 
     @property
     def url(self) -> str:
@@ -120,7 +117,6 @@ class BackendPool:
         if state is not None and state.healthy:
             state.healthy = False
             state.ejections += 1
-            state.last_change = time.monotonic()
             log.warning("backend ejected: %s", state.url)
             self.events.on_eject(state.url)
 
@@ -130,7 +126,6 @@ class BackendPool:
             state.consecutive_failures = 0
             if not state.healthy:
                 state.healthy = True
-                state.last_change = time.monotonic()
                 log.warning("backend re-admitted: %s", state.url)
                 self.events.on_readmit(state.url)
 
@@ -151,11 +146,6 @@ class BackendPool:
                 self.mark_up(state.url)
             else:
                 self.record_failure(state)
-
-    async def probe_forever(self, interval_s: float, timeout_s: float) -> None:
-        while True:
-            await self.probe_once(timeout_s)
-            await asyncio.sleep(interval_s)
 
     # --- placement --------------------------------------------------------------------------
 
@@ -198,14 +188,3 @@ class BackendPool:
                 headers={"retry-after": str(self.retry_after_s)},
             )
         return free
-
-    def pick(self, key: str) -> Backend:
-        return self.choose(key)[0].backend
-
-    @contextmanager
-    def lease(self, state: BackendState) -> Iterator[BackendState]:
-        state.in_flight += 1
-        try:
-            yield state
-        finally:
-            state.in_flight -= 1

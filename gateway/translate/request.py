@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import ModelServerConfig
-from gateway.errors import GatewayError, invalid, unsupported
+from gateway.errors import invalid, unsupported
 from gateway.translate.chat import prepare_chat_body
 from gateway.translate.validate import (
     check_keys,
@@ -110,7 +110,6 @@ class ChatPlan:
     stream: bool = False
     # Set when the request must not reach the backend (NeMo Gym's sequential-reasoning guard).
     skip_backend: bool = False
-    messages_for_tokenize: list[dict[str, Any]] = field(default_factory=list)
 
 
 def responses_to_chat(body: dict[str, Any], cfg: ModelServerConfig) -> ChatPlan:
@@ -716,9 +715,3 @@ def _reasoning(value: Any) -> str | None:
         if reasoning.get(key) is not None:
             raise unsupported(f"reasoning.{key}")
     return effort
-
-
-def reject_if_not_dict(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_type")
-    return value
