@@ -81,9 +81,8 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def create_app(cfg: ModelServerConfig, *, pool: BackendPool | None = None) -> FastAPI:
-    """The gateway app for one model server config (optionally over a pool built elsewhere,
-    e.g. one the launcher fills)."""
+def create_app(cfg: ModelServerConfig) -> FastAPI:
+    """The gateway app for one model server config."""
     signer = SessionSigner(
         resolve_secret(cfg.session_secret), cfg.session_header, cfg.session_cookie
     )
@@ -106,7 +105,7 @@ def create_app(cfg: ModelServerConfig, *, pool: BackendPool | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        backends = pool or build_pool()
+        backends = build_pool()
         backends.events = PoolEvents(
             on_eject=metrics.backend_ejected,
             on_readmit=metrics.backend_readmitted,
