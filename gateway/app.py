@@ -100,6 +100,7 @@ def create_app(cfg: ModelServerConfig) -> FastAPI:
             max_inflight=cfg.max_inflight_per_backend,
             spill=cfg.spill_when_saturated,
             eject_after_failures=cfg.eject_after_failures,
+            eject_cooldown_s=cfg.eject_cooldown_s,
             retry_after_s=cfg.saturated_retry_after_s,
         )
 

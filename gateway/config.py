@@ -104,6 +104,8 @@ class ModelServerConfig(BaseModel):
     health_check_interval_s: float = 5.0  # 0 disables active probes
     health_check_timeout_s: float = 2.0
     eject_after_failures: int = 3
+    # An ejected backend stays out at least this long, even if `/health` answers.
+    eject_cooldown_s: float = 10.0
     # Header carrying the session key to the backend (for a router in front of vLLM); null: none.
     forward_session_header: str | None = "X-Session-ID"
     # >1: pin vLLM's data-parallel rank per session with `X-data-parallel-rank`.

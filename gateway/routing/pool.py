@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -38,8 +39,10 @@ class BackendState:
     backend: Backend
     healthy: bool = True
     in_flight: int = 0
-    consecutive_failures: int = 0
+    consecutive_failures: int = 0  # requests that failed on the backend's side, in a row
+    probe_failures: int = 0  # `/health` probes that failed, in a row
     ejections: int = 0
+    ejected_at: float = 0.0
 
     @property
     def url(self) -> str:
@@ -64,6 +67,7 @@ class BackendPool:
         max_inflight: int = 0,
         spill: bool = True,
         eject_after_failures: int = 3,
+        eject_cooldown_s: float = 0.0,
         retry_after_s: int = 1,
         events: PoolEvents | None = None,
     ) -> None:
@@ -74,6 +78,7 @@ class BackendPool:
         self.max_inflight = max_inflight
         self.spill = spill
         self.eject_after_failures = eject_after_failures
+        self.eject_cooldown_s = eject_cooldown_s
         self.retry_after_s = retry_after_s
         self.events = events or PoolEvents()
         self._round_robin = itertools.count()
@@ -117,14 +122,21 @@ class BackendPool:
         if state is not None and state.healthy:
             state.healthy = False
             state.ejections += 1
+            state.ejected_at = time.monotonic()
             log.warning("backend ejected: %s", state.url)
             self.events.on_eject(state.url)
 
     def mark_up(self, url: str) -> None:
+        """A health probe succeeded. An ejected backend waits out the cool-down first: a
+        stalled engine can keep answering `/health` while its requests time out."""
         state = self.get(url)
         if state is not None:
-            state.consecutive_failures = 0
-            if not state.healthy:
+            # A probe clears probe failures only: a stalled engine's `/health` must not clear
+            # the request failures that will eject it (`record_success` does that).
+            state.probe_failures = 0
+            cooled = time.monotonic() - state.ejected_at >= self.eject_cooldown_s
+            if not state.healthy and cooled:
+                state.consecutive_failures = 0
                 state.healthy = True
                 log.warning("backend re-admitted: %s", state.url)
                 self.events.on_readmit(state.url)
@@ -145,7 +157,9 @@ class BackendPool:
             if ok:
                 self.mark_up(state.url)
             else:
-                self.record_failure(state)
+                state.probe_failures += 1
+                if state.probe_failures >= self.eject_after_failures:
+                    self.mark_down(state.url)
 
     # --- placement --------------------------------------------------------------------------
 

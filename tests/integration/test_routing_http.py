@@ -101,7 +101,7 @@ def test_sticky_across_turns_and_endpoints():
 
 def test_killed_backend_moves_only_its_sessions_and_loses_nothing():
     with ExitStack() as exits:
-        fleet = Fleet(exits, 3, eject_after_failures=1)
+        fleet = Fleet(exits, 3, eject_after_failures=1, eject_cooldown_s=30)
         sessions = [f"s{i}" for i in range(30)]
         before = {s: fleet.owner(s) for s in sessions}
         victim = before["s0"]
@@ -118,7 +118,7 @@ def test_killed_backend_moves_only_its_sessions_and_loses_nothing():
 
 def test_dead_backend_is_ejected_and_readmitted_after_recovery():
     with ExitStack() as exits:
-        fleet = Fleet(exits, 2, eject_after_failures=2)
+        fleet = Fleet(exits, 2, eject_after_failures=2, eject_cooldown_s=0.2)
         fleet.stop(1)
         assert wait_for(lambda: not fleet.health()[fleet.urls[1]])
         fleet.start(1)
@@ -127,17 +127,20 @@ def test_dead_backend_is_ejected_and_readmitted_after_recovery():
         assert "gateway_backend_ejections_total" in metrics
 
 
-def test_stalled_backend_is_ejected():
+def test_stalled_backend_is_ejected_and_readmitted_after_it_recovers():
     with ExitStack() as exits:
-        fleet = Fleet(
-            exits, 2, read_timeout_s=0.2, eject_after_failures=2, health_check_interval_s=30
-        )
+        fleet = Fleet(exits, 2, read_timeout_s=0.2, eject_after_failures=2, eject_cooldown_s=1.0)
         key = next(k for k in (f"k{i}" for i in range(50)) if fleet.owner(k) == 0)
-        fleet.fakes[0].set_default(Reply(stall_s=1.0))
+        fleet.fakes[0].set_default(Reply(stall_s=1.0))  # generation stalls; /health stays up
         for _ in range(2):
             assert fleet.ask(key).status_code == 504
         assert not fleet.health()[fleet.urls[0]]
         assert fleet.owner(key) == 1  # the session now lands on its next choice
+        time.sleep(0.3)
+        assert not fleet.health()[fleet.urls[0]], "re-admitted during the cool-down"
+        fleet.fakes[0].set_default(Reply())  # recovered
+        assert wait_for(lambda: fleet.health()[fleet.urls[0]], 5)
+        assert fleet.owner(key) == 0  # and the session is back on its own replica
 
 
 def test_saturated_backend_spills_and_all_saturated_is_429():
