@@ -424,38 +424,30 @@ def _int_list(value: Any, p: str) -> list[int]:
 
 def _reasoning_text(item: dict[str, Any], p: str) -> str:
     """The reasoning to replay: raw content if present, else the summary texts."""
-    content = item.get("content")
-    if content is not None:
-        texts = []
-        for j, part in enumerate(expect_list(content, f"{p}.content")):
-            pp = f"{p}.content[{j}]"
-            part = expect_dict(part, pp)
-            check_keys(part, {"type", "text"}, pp)
-            if part.get("type") != "reasoning_text":
-                raise invalid("Reasoning content parts must be 'reasoning_text'.", f"{pp}.type")
-            texts.append(expect_str(part.get("text"), f"{pp}.text"))
+    if item.get("content") is not None:
+        texts = _part_texts(item["content"], "reasoning_text", f"{p}.content")
         if any(texts):
             return "".join(texts)
-    summary = item.get("summary")
-    if summary is None:
-        if "summary" not in item:
-            raise invalid(
-                "Missing required parameter: 'summary'.",
-                f"{p}.summary",
-                "missing_required_parameter",
-            )
+    if "summary" not in item:
+        raise invalid(
+            "Missing required parameter: 'summary'.", f"{p}.summary", "missing_required_parameter"
+        )
+    if item["summary"] is None:
         return ""
+    return "\n\n".join(t for t in _part_texts(item["summary"], "summary_text", f"{p}.summary") if t)
+
+
+def _part_texts(parts: Any, kind: str, p: str) -> list[str]:
+    """The `text` of each `{type: kind, text}` part of a reasoning item."""
     texts = []
-    for j, part in enumerate(expect_list(summary, f"{p}.summary")):
-        pp = f"{p}.summary[{j}]"
-        part = expect_dict(part, pp)
+    for j, raw in enumerate(expect_list(parts, p)):
+        pp = f"{p}[{j}]"
+        part = expect_dict(raw, pp)
         check_keys(part, {"type", "text"}, pp)
-        if part.get("type") != "summary_text":
-            raise invalid("Reasoning summary parts must be 'summary_text'.", f"{pp}.type")
-        text = expect_str(part.get("text"), f"{pp}.text")
-        if text:
-            texts.append(text)
-    return "\n\n".join(texts)
+        if part.get("type") != kind:
+            raise invalid(f"Expected a '{kind}' part.", f"{pp}.type")
+        texts.append(expect_str(part.get("text"), f"{pp}.text"))
+    return texts
 
 
 def _plain_text(content: Any, p: str) -> str:

@@ -410,6 +410,34 @@ ERROR_CASES = [
         "input[0].encrypted_content",
         "unsupported_parameter",
     ),
+    (
+        {
+            "input": [
+                {"type": "reasoning", "id": "r", "summary": [{"type": "output_text", "text": "x"}]}
+            ]
+        },
+        "input[0].summary[0].type",
+        "invalid_value",
+    ),
+    (
+        {
+            "input": [
+                {
+                    "type": "reasoning",
+                    "id": "r",
+                    "summary": [],
+                    "content": [{"type": "reasoning_text"}],
+                }
+            ]
+        },
+        "input[0].content[0].text",
+        "invalid_type",
+    ),
+    (
+        {"input": [{"type": "reasoning", "id": "r"}]},
+        "input[0].summary",
+        "missing_required_parameter",
+    ),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens", "invalid_value"),
     ({"input": "x", "temperature": "hot"}, "temperature", "invalid_type"),
     (
