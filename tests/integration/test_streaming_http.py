@@ -340,3 +340,13 @@ def test_slow_client_back_pressure(stack):
         received = sum(len(c) for c in chunks)  # now read everything
     assert s.fake.chunks_sent >= total
     assert received > total * 10_000
+
+
+def test_long_sse_line_with_all_prompt_token_ids(stack):
+    """vLLM puts every prompt token id on the first chunk: a line of several hundred KB."""
+    s = stack(
+        fakes=[FakeVLLM(model="tiny", max_model_len=1_000_000)], return_token_id_information=True
+    )
+    long_input = "word " * 100_000
+    _, final = stream(s, {"input": long_input})
+    assert len(final["output"][-1]["prompt_token_ids"]) > 100_000
