@@ -23,6 +23,7 @@ from gateway.routing.pool import BackendPool, BackendState, rendezvous_score
 from gateway.translate import response as responses
 from gateway.translate.chat import (
     InlineReasoning,
+    empty_chat_chunk,
     empty_chat_completion,
     postprocess_chat_completion,
     prepare_chat_body,
@@ -253,22 +254,7 @@ class Gateway:
             state, upstream = await self._open(exchange, chat)
         except ContextLengthExceeded as exc:
             self._context_overflow(exc, "chat_completions")
-            empty = empty_chat_completion(self.cfg.model)
-            chunk = {
-                "id": empty["id"],
-                "object": "chat.completion.chunk",
-                "created": empty["created"],
-                "model": empty["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": "length",
-                    }
-                ],
-            }
-            return _replay_chat([chunk])
+            return _replay_chat([empty_chat_chunk(self.cfg.model)])
         return await _started(self._relay_chat(state, upstream, exchange))
 
     async def _relay_chat(

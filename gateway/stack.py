@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import httpx
 from omegaconf import DictConfig, OmegaConf
 
 from gateway.config import ConfigError, merge_configs
+from gateway.launch.servers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
@@ -88,12 +88,6 @@ def find_instances(merged: DictConfig) -> list[Instance]:
                         )
                     )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

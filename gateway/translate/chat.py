@@ -9,6 +9,7 @@ import orjson
 
 from gateway.config import ModelServerConfig
 from gateway.errors import invalid
+from gateway.translate.reasoning import pop_reasoning_field
 from gateway.translate.response import new_id
 from gateway.translate.tokens import TokenInfo
 
@@ -85,10 +86,8 @@ def _rewrite_message(message: Any, cfg: ModelServerConfig) -> Any:
     if role == "developer" and cfg.replace_developer_role_with_system:
         message = {**message, "role": "system"}
     elif role == "assistant" and ("reasoning" in message or "reasoning_content" in message):
-        reasoning = message.get("reasoning")
-        if reasoning is None:
-            reasoning = message.get("reasoning_content")
-        message = {k: v for k, v in message.items() if k not in ("reasoning", "reasoning_content")}
+        message = dict(message)
+        reasoning = pop_reasoning_field(message)
         if reasoning is not None and cfg.uses_interleaved_reasoning:
             if cfg.reasoning_field in ("reasoning", "both"):
                 message["reasoning"] = reasoning
@@ -107,8 +106,7 @@ def postprocess_chat_completion(
         if not isinstance(message, dict):
             continue
         if cfg.uses_reasoning_parser and cfg.chat_reasoning_output == "inline":
-            reasoning = message.pop("reasoning", None) or message.pop("reasoning_content", None)
-            message.pop("reasoning_content", None)
+            reasoning = pop_reasoning_field(message)
             if reasoning:
                 message["content"] = f"<think>{reasoning}</think>{message.get('content') or ''}"
         if tokens is not None:
@@ -131,8 +129,7 @@ class InlineReasoning:
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 continue
-            reasoning = delta.pop("reasoning", None) or delta.pop("reasoning_content", None)
-            delta.pop("reasoning_content", None)
+            reasoning = pop_reasoning_field(delta)
             prefix = ""
             if reasoning:
                 prefix = reasoning if self._open else f"<think>{reasoning}"
@@ -161,4 +158,23 @@ def empty_chat_completion(model: str) -> dict[str, Any]:
             }
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+def empty_chat_chunk(model: str) -> dict[str, Any]:
+    """`empty_chat_completion` as the one chunk of a stream (context overflow while streaming)."""
+    empty = empty_chat_completion(model)
+    return {
+        "id": empty["id"],
+        "object": "chat.completion.chunk",
+        "created": empty["created"],
+        "model": empty["model"],
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": "length",
+            }
+        ],
     }

@@ -13,7 +13,7 @@ arrive. Fed any chunking of a text, `ThinkStream` yields exactly what `split_thi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 OPEN = "<think>"
 CLOSE = "</think>"
@@ -50,6 +50,20 @@ def collect(segments: list[Segment], truncated: bool) -> ThinkSplit:
             texts.append(piece)
     out.text = "".join(texts)
     return out
+
+
+def reasoning_field(obj: dict[str, Any]) -> Any:
+    """vLLM's reasoning on a message or delta: `reasoning` (>= 0.16), else `reasoning_content`."""
+    value = obj.get("reasoning")
+    return obj.get("reasoning_content") if value is None else value
+
+
+def pop_reasoning_field(obj: dict[str, Any]) -> Any:
+    """`reasoning_field`, removing both field names from obj."""
+    value = reasoning_field(obj)
+    obj.pop("reasoning", None)
+    obj.pop("reasoning_content", None)
+    return value
 
 
 # Segments a ThinkStream yields: ("reasoning", text), ("end_reasoning", ""), ("text", text).

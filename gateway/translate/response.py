@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import ModelServerConfig
-from gateway.translate.reasoning import split_think
+from gateway.translate.reasoning import reasoning_field, split_think
 from gateway.translate.tokens import TokenInfo
 from gateway.translate.tool_calls import split_hermes
 
@@ -41,9 +41,7 @@ def split_choice(completion: dict[str, Any], cfg: ModelServerConfig) -> Generate
     except (KeyError, IndexError, TypeError) as exc:
         raise BackendProtocolError("backend response has no choices[0].message") from exc
     out = Generated(finish_reason=choice.get("finish_reason"))
-    field_reasoning = message.get("reasoning")
-    if field_reasoning is None:
-        field_reasoning = message.get("reasoning_content")
+    field_reasoning = reasoning_field(message)
     if field_reasoning:
         out.reasoning.append(field_reasoning)
     text = message.get("content") or ""

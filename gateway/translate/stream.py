@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.config import ModelServerConfig
-from gateway.translate.reasoning import ThinkStream
+from gateway.translate.reasoning import Segment, ThinkStream, reasoning_field
 from gateway.translate.response import (
     build_response,
     convert_logprob,
@@ -134,9 +134,7 @@ class ResponseStream:
             if choice.get("token_ids") is not None:
                 self._has_token_ids = True
                 self.token_ids.extend(choice["token_ids"])
-            reasoning = delta.get("reasoning")
-            if reasoning is None:
-                reasoning = delta.get("reasoning_content")
+            reasoning = reasoning_field(delta)
             if reasoning:
                 if self._think is not None:
                     self._think.backend_parses_reasoning()
@@ -164,19 +162,26 @@ class ResponseStream:
         # Log-probs of text the splitter still holds wait for that text to come out.
         logprobs = self._held_logprobs + logprobs
         self._held_logprobs = []
-        reasoning_seen = False
+        more, unused = self._segments(segments, logprobs)
+        if unused and not any(kind == "reasoning" for kind, _ in segments):
+            self._held_logprobs = unused
+        return events + more
+
+    def _segments(
+        self, segments: list[Segment], logprobs: list[dict[str, Any]]
+    ) -> tuple[list[Event], list[dict[str, Any]]]:
+        """Events for the think splitter's output, and the logprobs no text piece took (they go
+        with the first text piece)."""
+        events: list[Event] = []
         for kind, piece in segments:
             if kind == "reasoning":
-                reasoning_seen = True
                 events += self._reasoning_delta(piece)
             elif kind == "end_reasoning":
                 events += self._end_reasoning_block()
             else:
                 events += self._text(piece, logprobs)
                 logprobs = []
-        if logprobs and not reasoning_seen:
-            self._held_logprobs = logprobs
-        return events
+        return events, logprobs
 
     def _text(self, text: str, logprobs: list[dict[str, Any]]) -> list[Event]:
         if self._hermes is None:
@@ -330,35 +335,38 @@ class ResponseStream:
             if self._field_reasoning_open:
                 events += self._end_reasoning_block()
                 self._field_reasoning_open = False
-            item, opened = self._open(
-                "function_call",
-                "fc",
-                {
-                    "type": "function_call",
-                    "status": "in_progress",
-                    "call_id": call.get("id") or new_id("call"),
-                    "name": fn.get("name") or "",
-                    "arguments": "",
-                },
-            )
-            item.call_id = opened[-1]["item"]["call_id"]
-            item.name = opened[-1]["item"]["name"]
+            item, opened = self._open_call(call.get("id") or new_id("call"), fn.get("name") or "")
             item.backend_index = index
             events += opened
         elif fn.get("name") and not item.name:
             item.name = fn["name"]
-        piece = fn.get("arguments")
-        if piece:
-            item.arguments.append(piece)
-            events.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    item_id=item.id,
-                    output_index=item.index,
-                    delta=piece,
-                )
-            )
+        if fn.get("arguments"):
+            events.append(self._arguments_delta(item, fn["arguments"]))
         return events
+
+    def _open_call(self, call_id: str, name: str) -> tuple[_Item, list[Event]]:
+        item, events = self._open(
+            "function_call",
+            "fc",
+            {
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call_id,
+                "name": name,
+                "arguments": "",
+            },
+        )
+        item.call_id, item.name = call_id, name
+        return item, events
+
+    def _arguments_delta(self, item: _Item, piece: str) -> Event:
+        item.arguments.append(piece)
+        return self._event(
+            "response.function_call_arguments.delta",
+            item_id=item.id,
+            output_index=item.index,
+            delta=piece,
+        )
 
     def _close_current(self, status: str = "completed") -> list[Event]:
         item = self._current
@@ -424,14 +432,8 @@ class ResponseStream:
         """Flush the splitters and close every item; call once the upstream stream ended."""
         events: list[Event] = []
         if self._think is not None:
-            for kind, piece in self._think.finish():
-                if kind == "reasoning":
-                    events += self._reasoning_delta(piece)
-                elif kind == "end_reasoning":
-                    events += self._end_reasoning_block()
-                else:
-                    events += self._text(piece, self._held_logprobs)
-                    self._held_logprobs = []
+            held, self._held_logprobs = self._held_logprobs, []
+            events += self._segments(self._think.finish(), held)[0]
         if self._hermes is not None:
             for segment in self._hermes.finish():
                 if segment[0] == "text":
@@ -444,29 +446,9 @@ class ResponseStream:
             events += opened
         events += self._close_current("incomplete" if cut and not calls else "completed")
         for n, call in enumerate(calls):
-            item, opened = self._open(
-                "function_call",
-                "fc",
-                {
-                    "type": "function_call",
-                    "status": "in_progress",
-                    "call_id": new_id("call"),
-                    "name": call.name,
-                    "arguments": "",
-                },
-            )
-            item.call_id = opened[-1]["item"]["call_id"]
-            item.name = call.name
-            item.arguments.append(call.arguments)
+            item, opened = self._open_call(new_id("call"), call.name)
             events += opened
-            events.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    item_id=item.id,
-                    output_index=item.index,
-                    delta=call.arguments,
-                )
-            )
+            events.append(self._arguments_delta(item, call.arguments))
             last = n == len(calls) - 1
             events += self._close_current("incomplete" if cut and last else "completed")
         return events

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.test_routing_http import free_port, wait_for
+from gateway.launch.servers import free_port
+from tests.integration.test_routing_http import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

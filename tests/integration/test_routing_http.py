@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import socket
 import time
 from contextlib import ExitStack
 
@@ -11,13 +10,8 @@ import httpx
 
 from gateway.app import create_app
 from gateway.config import ModelServerConfig
+from gateway.launch.servers import free_port
 from tests.fakes.fake_vllm import FakeVLLM, Reply, serve_in_thread
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Fleet:

@@ -11,8 +11,9 @@ from contextlib import ExitStack
 
 import httpx
 
+from gateway.launch.servers import free_port
 from tests.fakes.fake_vllm import FakeVLLM, serve_in_thread
-from tests.integration.test_routing_http import free_port, wait_for
+from tests.integration.test_routing_http import wait_for
 
 
 def test_two_workers_act_as_one(tmp_path):
