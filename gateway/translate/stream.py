@@ -158,7 +158,7 @@ class ResponseStream:
             # reasoning from vLLM's own field is one block; content after it ends that block
             events += self._end_reasoning_block()
             self._field_reasoning_open = False
-        segments = self._think.feed(content) if self._think else [("text", content)]
+        segments: list[Segment] = self._think.feed(content) if self._think else [("text", content)]
         # Log-probs of text the splitter still holds wait for that text to come out.
         logprobs = self._held_logprobs + logprobs
         self._held_logprobs = []
